@@ -1,0 +1,147 @@
+"""daglite-nb: the Jupyter layer for daglite.
+
+Load it in a notebook with `%load_ext daglite_nb`, or use the same API from Python:
+
+    import daglite_nb as dnb
+    dnb.start(backend="thread")
+    dnb.use("process")
+    dnb.stop()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+from typing import Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from daglite_nb.backends import BackendTable
+    from daglite_nb.session import NotebookSession
+    from daglite_nb.session import SessionStatus
+
+__all__ = [
+    "backends",
+    "load_ipython_extension",
+    "register_backend",
+    "start",
+    "status",
+    "stop",
+    "unload_ipython_extension",
+    "use",
+    "using",
+]
+
+
+# region Session API
+
+
+def start(backend: str | None = None, **options: Any) -> NotebookSession:
+    """Open the kernel's daglite session; it lives across cells until `stop` or kernel exit.
+
+    Args:
+        backend: Default backend name or alias (default `"thread"`).
+        **options: `cache_store`, `dataset_store` (paths), `max_threads`, `max_processes`
+            (positive integers) and `progress` (show map progress bars, default `True`).
+
+    Returns:
+        The open session.
+
+    Raises:
+        UsageError: If a session is already open, or a name or value is invalid.
+    """
+    from daglite_nb import session
+
+    return session.start(backend=backend, **options)
+
+
+def use(name: str) -> str:
+    """Make *name* the default backend of later cells; return its canonical name.
+
+    A backend already started keeps finishing its work and is stopped when the session ends.
+    """
+    from daglite_nb import session
+
+    return session.require().use(name)
+
+
+@contextmanager
+def using(name: str) -> Iterator[str]:
+    """Use backend *name* as the default inside a `with` block, then restore the previous one."""
+    from daglite_nb import session
+
+    current = session.require()
+    previous = current.backend
+    selected = current.use(name)
+    try:
+        yield selected
+    finally:
+        if not current.closed:
+            current.use(previous)
+
+
+def status() -> SessionStatus:
+    """Return the state, default backend, uptime and started backends of the session."""
+    from daglite_nb import session
+
+    return session.status()
+
+
+def stop() -> None:
+    """End the session: cancel pending tasks, stop every started backend, flush daglite."""
+    from daglite_nb import session
+
+    session.stop()
+
+
+# region Backends
+
+
+def backends() -> BackendTable:
+    """Return every usable backend (name, aliases, origin); the session's default is marked."""
+    from daglite_nb import session
+    from daglite_nb.backends import BackendTable
+    from daglite_nb.backends import registry
+
+    current = session.current()
+    return BackendTable(registry.entries(), current.backend if current else None)
+
+
+def register_backend(name: str, backend_class: type, aliases: tuple[str, ...] = ()) -> None:
+    """Register a `daglite.backends.Backend` subclass under *name* (and *aliases*).
+
+    The open session (if any) can use it at once; later sessions find it too.
+    """
+    from daglite_nb import session
+    from daglite_nb.backends import registry
+
+    registry.register(name, backend_class, aliases)
+    current = session.current()
+    if current is not None:
+        current.add_backend((name, *aliases), backend_class)
+
+
+# region IPython extension
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register `%daglite`, `%%daglite` and the per-cell hooks; start nothing."""
+    from daglite_nb import _cells
+    from daglite_nb.magics import DagliteMagics
+
+    ipython.register_magics(DagliteMagics)
+    _cells.install(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Stop the open session (if any) and remove the hooks."""
+    from daglite_nb import _cells
+    from daglite_nb import session
+
+    if session.current() is not None:
+        session.stop()
+    _cells.uninstall(ipython)
+    ipython.magics_manager.magics["line"].pop("daglite", None)
+    ipython.magics_manager.magics["cell"].pop("daglite", None)

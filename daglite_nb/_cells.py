@@ -1,0 +1,41 @@
+"""Per-cell IPython hooks: carry the session into every cell, cancel on interrupt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daglite_nb import _daglite
+from daglite_nb import session
+
+
+def pre_run_cell(info: Any = None) -> None:
+    """Make the kernel's session (or none) the active daglite session of the cell."""
+    current = session.current()
+    if current is None:
+        _daglite.apply_session(None, None)
+    else:
+        current.enter_cell()
+
+
+def post_run_cell(result: Any) -> None:
+    """Cancel the pending futures of a cell that the user interrupted."""
+    current = session.current()
+    if current is not None and isinstance(result.error_in_exec, KeyboardInterrupt):
+        current.cancel_cell()
+
+
+HOOKS = {"pre_run_cell": pre_run_cell, "post_run_cell": post_run_cell}
+
+
+def install(shell: Any) -> None:
+    """Register the hooks on *shell* (once)."""
+    for event, callback in HOOKS.items():
+        if callback not in shell.events.callbacks[event]:
+            shell.events.register(event, callback)
+
+
+def uninstall(shell: Any) -> None:
+    """Remove the hooks from *shell*."""
+    for event, callback in HOOKS.items():
+        if callback in shell.events.callbacks[event]:
+            shell.events.unregister(event, callback)

@@ -1,0 +1,56 @@
+"""Every touch of daglite internals, in one place.
+
+daglite 0.9 is a pre-release; when its private names move, this module is the only one to mend.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+from daglite._context import SessionContext
+from daglite.backends.base import Backend
+from daglite.backends.manager import BackendManager
+from daglite.settings import DagliteSettings
+
+
+def builtin_backend_types() -> dict[str, type[Backend]]:
+    """Return daglite's own name -> backend class table (aliases included)."""
+    return dict(BackendManager(session=None, settings=DagliteSettings())._backend_types)
+
+
+def session_context(ctx: contextvars.Context) -> SessionContext | None:
+    """Return the daglite `SessionContext` active in *ctx*."""
+    return ctx.run(SessionContext.__var__.get)
+
+
+def active_manager(ctx: contextvars.Context) -> BackendManager | None:
+    """Return the session-scoped `BackendManager` active in *ctx*."""
+    return ctx.run(BackendManager._active.get)
+
+
+def apply_session(session: SessionContext | None, manager: BackendManager | None) -> None:
+    """Make *session* and *manager* the active daglite session in the current context."""
+    SessionContext.__var__.set(session)
+    BackendManager._active.set(manager)
+
+
+def started_backends(manager: BackendManager) -> dict[str, Backend]:
+    """Return the backends *manager* has started, by the name they were requested under."""
+    return dict(manager._backends)
+
+
+def runs_event_loop(func: Callable[..., Any]) -> bool:
+    """Tell whether *func* is daglite's wrapper that calls `asyncio.run` (async tasks in maps)."""
+    from daglite.composers import _AsyncGeneratorWrapper
+    from daglite.composers import _AsyncWrapper
+
+    return isinstance(func, (_AsyncWrapper, _AsyncGeneratorWrapper))
+
+
+def event_reporter() -> Any:
+    """Return the daglite event reporter of the current context (worker or coordinator)."""
+    from daglite._resolvers import resolve_event_reporter
+
+    return resolve_event_reporter()

@@ -1,0 +1,188 @@
+"""The backend registry: every usable backend name, its aliases and where it comes from.
+
+Three origins, in order of precedence for a name: backends registered with
+`register_backend`, the entry-point group `daglite.backends`, and daglite's built-ins (served
+by their notebook-safe subclasses from `daglite_nb._local`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from daglite._context import SubmitContext
+from daglite.backends.base import Backend
+from IPython.core.error import UsageError
+
+from daglite_nb import _daglite
+from daglite_nb._local import NotebookInlineBackend
+from daglite_nb._local import NotebookProcessBackend
+from daglite_nb._local import NotebookThreadBackend
+
+ENTRY_POINT_GROUP = "daglite.backends"
+
+_NOTEBOOK_SAFE: dict[str, type[Backend]] = {
+    "inline": NotebookInlineBackend,
+    "thread": NotebookThreadBackend,
+    "process": NotebookProcessBackend,
+}
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One usable backend.
+
+    Attributes:
+        name: Canonical name.
+        backend_class: The `daglite.backends.Backend` subclass that serves it.
+        aliases: Other names that select the same backend.
+        origin: `"daglite"`, `"entry point <value>"` or `"register_backend"`.
+    """
+
+    name: str
+    backend_class: type[Backend]
+    aliases: tuple[str, ...] = ()
+    origin: str = "register_backend"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The canonical name followed by the aliases."""
+        return (self.name, *self.aliases)
+
+
+class BackendRegistry:
+    """Name -> backend table shared by the magics, the Python API and the panel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._registered: dict[str, BackendEntry] = {}
+        self._discovered: dict[str, BackendEntry] | None = None
+        self._unavailable: dict[str, str] = {}
+
+    def register(self, name: str, backend_class: type, aliases: tuple[str, ...] = ()) -> None:
+        """Register *backend_class* under *name* (and *aliases*), replacing any earlier entry."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise UsageError(
+                f"A backend name must be an identifier such as 'my_backend', not {name!r}."
+            )
+        if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
+            raise UsageError(
+                "register_backend needs a subclass of daglite.backends.Backend, "
+                f"got {backend_class!r}."
+            )
+        with self._lock:
+            self._registered[name] = BackendEntry(name, backend_class, tuple(aliases))
+
+    def entries(self) -> list[BackendEntry]:
+        """Every usable backend, each once, sorted by name."""
+        merged = {**self._discover(), **self._registered}
+        taken = {alias: entry.name for entry in merged.values() for alias in entry.aliases}
+        return sorted(
+            (entry for name, entry in merged.items() if taken.get(name, name) == name),
+            key=lambda entry: entry.name,
+        )
+
+    def resolve(self, name: str) -> BackendEntry:
+        """Return the entry that *name* (canonical or alias) selects.
+
+        Raises:
+            UsageError: If no usable backend has that name; the message lists the valid ones.
+        """
+        entries = self.entries()
+        for entry in entries:
+            if name in entry.names:
+                return entry
+        if name in self._unavailable:
+            raise UsageError(f"Backend {name!r} is not available: {self._unavailable[name]}")
+        valid = ", ".join(entry.name for entry in entries)
+        raise UsageError(f"Unknown backend {name!r}; choose one of: {valid}.")
+
+    def _discover(self) -> dict[str, BackendEntry]:
+        with self._lock:
+            if self._discovered is None:
+                self._discovered = {**_builtin_entries(), **self._load_entry_points()}
+            return self._discovered
+
+    def _load_entry_points(self) -> dict[str, BackendEntry]:
+        found: dict[str, BackendEntry] = {}
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                backend_class = point.load()
+            except ImportError as exc:
+                self._unavailable[point.name] = str(exc)
+                continue
+            aliases = tuple(getattr(backend_class, "aliases", ()))
+            found[point.name] = BackendEntry(
+                point.name, backend_class, aliases, f"entry point {point.value}"
+            )
+        return found
+
+
+def _builtin_entries() -> dict[str, BackendEntry]:
+    by_class: dict[type[Backend], list[str]] = {}
+    for name, backend_class in _daglite.builtin_backend_types().items():
+        by_class.setdefault(backend_class, []).append(name)
+    entries = {}
+    for backend_class, names in by_class.items():
+        canonical = backend_class.name
+        aliases = tuple(sorted(n for n in names if n != canonical))
+        safe_class = _NOTEBOOK_SAFE.get(canonical, backend_class)
+        entries[canonical] = BackendEntry(canonical, safe_class, aliases, "daglite")
+    return entries
+
+
+registry = BackendRegistry()
+"""The process-wide registry."""
+
+
+class _SessionBound:
+    """Mixin that hands every Future a backend creates to the session that owns the backend."""
+
+    _observe: Callable[[Future[Any]], None]
+
+    def _submit(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        context: SubmitContext,
+    ) -> Future[Any]:
+        future = super()._submit(func, args, kwargs, context=context)  # type: ignore[misc]
+        self._observe(future)
+        return future
+
+
+def bind_backend(
+    backend_class: type[Backend], observe: Callable[[Future[Any]], None]
+) -> type[Backend]:
+    """Return a subclass of *backend_class* whose Futures are passed to *observe*."""
+    namespace = {"_observe": staticmethod(observe), "__module__": backend_class.__module__}
+    return type(backend_class.__name__, (_SessionBound, backend_class), namespace)
+
+
+class BackendTable(list):
+    """The rows of `%daglite backends`; the session's default backend is marked with `*`."""
+
+    def __init__(self, entries: list[BackendEntry], active: str | None) -> None:
+        super().__init__(entries)
+        self.active = active
+
+    def __str__(self) -> str:
+        rows = [("", "name", "aliases", "origin")]
+        rows += [
+            ("*" if e.name == self.active else "", e.name, ", ".join(e.aliases) or "-", e.origin)
+            for e in self
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        return "\n".join(
+            f"{mark:<{widths[0]}} {name:<{widths[1]}}  {aliases:<{widths[2]}}  {origin}".rstrip()
+            for mark, name, aliases, origin in rows
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))

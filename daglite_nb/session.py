@@ -1,0 +1,304 @@
+"""The kernel-scoped daglite session: one stateful holder, its context keeping and teardown.
+
+daglite keeps its session in ContextVars, which a notebook loses between some cells (cells
+with top-level `await` run in a copied Context) and which cannot be exited from another
+Context. So the session is entered inside a private `contextvars.Context`, its values are
+copied into every cell's context (see `daglite_nb._cells`), and it is exited in that same
+private Context — from a cell, from `%unload_ext`, or at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import dataclasses
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import wait
+from dataclasses import dataclass
+from typing import Any
+
+import daglite
+from daglite.settings import get_global_settings
+from IPython.core.error import UsageError
+
+from daglite_nb import _daglite
+from daglite_nb.backends import bind_backend
+from daglite_nb.backends import registry
+
+STOP_GRACE_SECONDS = 1.0
+"""How long `stop` lets running tasks finish before their backends are stopped under them."""
+
+EXIT_GRACE_SECONDS = 0.3
+"""The same at interpreter exit, where the kernel's whole shutdown budget is about 2 s."""
+
+
+# region Options
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Options of a notebook session (see `daglite_nb.start`)."""
+
+    backend: str = "thread"
+    cache_store: str | None = None
+    dataset_store: str | None = None
+    max_threads: int | None = None
+    max_processes: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> SessionOptions:
+        """Build options from keyword arguments, rejecting unknown names and bad values."""
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise UsageError(
+                f"Unknown session option {unknown[0]!r}; valid options: {', '.join(valid)}."
+            )
+        options = cls(**{k: v for k, v in kwargs.items() if v is not None})
+        for name in ("max_threads", "max_processes"):
+            value = getattr(options, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("backend", "cache_store", "dataset_store"):
+            value = getattr(options, name)
+            if value is not None and not isinstance(value, str):
+                raise UsageError(f"{name} must be a string, got {value!r}.")
+        return options
+
+    def settings(self) -> Any:
+        """Return daglite settings with this session's worker counts applied."""
+        overrides = {
+            "max_backend_threads": self.max_threads,
+            "max_parallel_processes": self.max_processes,
+        }
+        return dataclasses.replace(
+            get_global_settings(), **{k: v for k, v in overrides.items() if v is not None}
+        )
+
+
+# region Status
+
+
+@dataclass(frozen=True)
+class SessionStatus:
+    """A snapshot of the kernel's session, as `%daglite status` shows it."""
+
+    state: str
+    session_id: str = ""
+    backend: str | None = None
+    uptime: float = 0.0
+    started: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        if self.state == "none":
+            return "daglite session: none (start one with %daglite start)"
+        lines = [
+            f"daglite session {self.session_id}: {self.state}",
+            f"  backend:  {self.backend}",
+            f"  uptime:   {self.uptime:.1f} s",
+            f"  started:  {', '.join(self.started) or '-'}",
+        ]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+# region Session
+
+
+class NotebookSession:
+    """One daglite session that lives as long as the kernel (or until `stop`)."""
+
+    def __init__(self, options: SessionOptions) -> None:
+        self.options = options
+        self.session_id = uuid.uuid4().hex[:8]
+        self._lock = threading.RLock()
+        self._live: set[Future[Any]] = set()
+        self._cell_futures: list[Future[Any]] = []
+        self._closed = False
+        self._opened_at = time.monotonic()
+        self._context = contextvars.Context()
+        self._cm = daglite.session(
+            backend=registry.resolve(options.backend).name,
+            cache_store=options.cache_store,
+            dataset_store=options.dataset_store,
+            settings=options.settings(),
+        )
+        self._daglite = self._context.run(self._cm.__enter__)
+        self._manager = _daglite.active_manager(self._context)
+        for entry in registry.entries():
+            self.add_backend(entry.names, entry.backend_class)
+
+    # region Backends
+
+    @property
+    def backend(self) -> str:
+        """The default backend of later cells."""
+        return self._daglite.backend
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session has been stopped."""
+        return self._closed
+
+    def add_backend(self, names: tuple[str, ...], backend_class: type) -> None:
+        """Make *backend_class* available to this session under *names*."""
+        bound = bind_backend(backend_class, self._observe)
+        for name in names:
+            self._manager.register(name, bound)
+
+    def use(self, name: str) -> str:
+        """Start backend *name* if needed and make it the default; return its canonical name.
+
+        Raises:
+            UsageError: If the name is unknown or the backend cannot start; the previous
+                default stays in place.
+        """
+        entry = registry.resolve(name)
+        with self._lock:
+            self._require_open()
+            try:
+                self._context.run(self._manager.get, entry.name)
+            except Exception as exc:
+                raise UsageError(f"Backend {entry.name!r} could not start: {exc}") from None
+            self._daglite.backend = entry.name
+        return entry.name
+
+    def started_backends(self) -> tuple[str, ...]:
+        """Names of the backends this session has started."""
+        return tuple(_daglite.started_backends(self._manager))
+
+    # region Cells
+
+    def enter_cell(self) -> None:
+        """Make this session the active daglite session of the current context; new cell."""
+        _daglite.apply_session(self._daglite, self._manager)
+        with self._lock:
+            self._cell_futures = []
+
+    def cancel_cell(self) -> int:
+        """Cancel the pending futures the current cell submitted; return how many were cancelled."""
+        with self._lock:
+            futures, self._cell_futures = self._cell_futures, []
+        return sum(future.cancel() for future in futures)
+
+    def _observe(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._live.add(future)
+            self._cell_futures.append(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._live.discard(future)
+
+    # region Status and teardown
+
+    def status(self) -> SessionStatus:
+        """Return a snapshot of this session."""
+        return SessionStatus(
+            state="stopped" if self._closed else "open",
+            session_id=self.session_id,
+            backend=self.backend,
+            uptime=time.monotonic() - self._opened_at,
+            started=self.started_backends(),
+        )
+
+    def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Cancel pending tasks, give running ones *grace* seconds, then stop every backend."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            live = list(self._live)
+        running = [future for future in live if not future.cancel()]
+        wait(running, timeout=grace)
+        self._context.run(self._cm.__exit__, None, None, None)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise UsageError(
+                "This daglite session is stopped; start a new one with %daglite start."
+            )
+
+
+# region Kernel-scoped API
+
+_lock = threading.RLock()
+_current: NotebookSession | None = None
+_exit_hook_installed = False
+
+
+def current() -> NotebookSession | None:
+    """Return the open session of this kernel, if any."""
+    return _current
+
+
+def require() -> NotebookSession:
+    """Return the open session, or raise `UsageError` saying how to open one."""
+    if _current is None:
+        raise UsageError(
+            "No daglite session is open; start one with %daglite start or dnb.start()."
+        )
+    return _current
+
+
+def start(**kwargs: Any) -> NotebookSession:
+    """Open the kernel's session (see `daglite_nb.start`)."""
+    global _current
+    options = SessionOptions.from_kwargs(**kwargs)
+    with _lock:
+        if _current is not None:
+            raise UsageError(
+                f"A daglite session is already open (backend {_current.backend!r}); "
+                "switch backends with %daglite use NAME or end it with %daglite stop."
+            )
+        session = NotebookSession(options)
+        try:
+            session.use(options.backend)
+        except UsageError:
+            session.close(grace=0)
+            raise
+        _current = session
+        _install_exit_hook()
+    session.enter_cell()
+    return session
+
+
+def stop(grace: float = STOP_GRACE_SECONDS) -> None:
+    """End the kernel's session: cancel pending tasks, stop backends, flush daglite."""
+    global _current
+    with _lock:
+        session = require()
+        _current = None
+    _daglite.apply_session(None, None)
+    session.close(grace)
+
+
+def status() -> SessionStatus:
+    """Return the status of the kernel's session (state `"none"` when none is open)."""
+    session = _current
+    return session.status() if session is not None else SessionStatus(state="none")
+
+
+def _teardown_at_exit() -> None:
+    global _current
+    session, _current = _current, None
+    if session is not None:
+        session.close(EXIT_GRACE_SECONDS)
+
+
+def _install_exit_hook() -> None:
+    # Interpreter exit joins executor threads (running tasks included) *before* `atexit`
+    # handlers run; `threading._register_atexit` runs first, so teardown cannot be held up.
+    global _exit_hook_installed
+    if _exit_hook_installed:
+        return
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(_teardown_at_exit)
+    _exit_hook_installed = True
