@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from daglite_nb.session import SessionStatus
 
 __all__ = [
-    "backends",
+    "list_backends",
     "load_ipython_extension",
     "register_backend",
     "start",
@@ -99,7 +99,7 @@ def stop() -> None:
 # region Backends
 
 
-def backends() -> BackendTable:
+def list_backends() -> BackendTable:
     """Return every usable backend (name, aliases, origin); the session's default is marked."""
     from daglite_nb import session
     from daglite_nb.backends import BackendTable

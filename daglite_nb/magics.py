@@ -115,7 +115,7 @@ class DagliteMagics(Magics):
         return daglite_nb.status()
 
     def _backends(self, args: argparse.Namespace) -> Any:
-        return daglite_nb.backends()
+        return daglite_nb.list_backends()
 
     def _stop(self, args: argparse.Namespace) -> None:
         daglite_nb.stop()

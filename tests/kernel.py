@@ -1,0 +1,152 @@
+"""A real ipykernel driven through jupyter_client, for kernel-level tests."""
+
+from __future__ import annotations
+
+import ast
+import os
+import queue
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+
+import psutil
+from jupyter_client.manager import KernelManager
+
+
+@dataclass
+class CellResult:
+    """Everything a cell sent on iopub, plus its reply."""
+
+    reply: dict[str, Any]
+    stdout: str = ""
+    stderr: str = ""
+    error: dict[str, Any] | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    comm_msgs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.reply["content"]["status"] == "ok"
+
+    @property
+    def text(self) -> str:
+        """stdout, stderr, the error and every text/plain output, in one string."""
+        plain = [o.get("data", {}).get("text/plain", "") for o in self.outputs]
+        error = f"{self.error['ename']}: {self.error['evalue']}" if self.error else ""
+        return "\n".join([self.stdout, self.stderr, error, *plain])
+
+
+class Kernel:
+    """A running kernel and a client connected to it."""
+
+    def __init__(self, cwd: str | None = None) -> None:
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(cwd=cwd)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.pid = int(self.eval("__import__('os').getpid()"))
+
+    # region Cells
+
+    def run(self, code: str, timeout: float = 60, wait: bool = True) -> CellResult | str:
+        """Execute *code*; return what it sent (or only its msg_id when *wait* is false)."""
+        msg_id = self.client.execute(code, allow_stdin=False)
+        return self.collect(msg_id, timeout) if wait else msg_id
+
+    def collect(self, msg_id: str, timeout: float = 60) -> CellResult:
+        """Gather the iopub messages of *msg_id* until the kernel is idle, then its reply."""
+        deadline = time.monotonic() + timeout
+        result = CellResult(reply={})
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"cell {msg_id} did not finish in {timeout} s")
+            try:
+                msg = self.client.get_iopub_msg(timeout=remaining)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                if content["name"] == "stdout":
+                    result.stdout += content["text"]
+                else:
+                    result.stderr += content["text"]
+            elif kind in ("execute_result", "display_data", "update_display_data"):
+                result.outputs.append(content)
+            elif kind == "error":
+                result.error = content
+            elif kind == "comm_msg":
+                result.comm_msgs.append(content)
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+        result.reply = self.client.get_shell_msg(timeout=max(deadline - time.monotonic(), 1))
+        while result.reply["parent_header"].get("msg_id") != msg_id:
+            result.reply = self.client.get_shell_msg(timeout=max(deadline - time.monotonic(), 1))
+        return result
+
+    def ok(self, code: str, timeout: float = 60) -> CellResult:
+        """Execute *code* and fail the test if it raised."""
+        result = self.run(code, timeout)
+        assert result.ok, result.text
+        return result
+
+    def eval(self, expression: str, timeout: float = 60) -> Any:
+        """Evaluate *expression* in the kernel and return its value (a Python literal)."""
+        result = self.ok(f"print(repr({expression}))", timeout)
+        return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+    def send_comm(self, comm_id: str, data: dict[str, Any]) -> None:
+        """Send a comm message to the kernel exactly as a frontend does."""
+        msg = self.client.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.client.shell_channel.send(msg)
+
+    # region Lifecycle
+
+    def descendants(self) -> list[psutil.Process]:
+        """Live child processes of the kernel (recursively)."""
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def shutdown(self, restart: bool = False) -> None:
+        """Ask the kernel to shut down (or restart) the way a frontend does."""
+        if restart:
+            self.manager.restart_kernel(now=False)
+            self.client.wait_for_ready(timeout=60)
+            self.pid = int(self.eval("__import__('os').getpid()"))
+        else:
+            self.client.stop_channels()
+            self.manager.shutdown_kernel(now=False)
+
+    def close(self) -> None:
+        """Stop the client and make sure the kernel process is gone."""
+        self.client.stop_channels()
+        if self.manager.is_alive():
+            self.manager.shutdown_kernel(now=True)
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until none of *pids* runs (zombies count as gone); return those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if _running(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill(pid: int) -> None:
+    """SIGKILL *pid* alone (not its process group)."""
+    os.kill(pid, 9)

@@ -1,0 +1,151 @@
+"""The magics in an in-process IPython shell: parsing, help and every UsageError."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+import daglite_nb
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "daglite_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "daglite_nb")
+
+
+@pytest.fixture
+def session(ip):
+    ip.run_line_magic("daglite", "start --backend inline")
+    yield
+    if daglite_nb.status().state == "open":
+        ip.run_line_magic("daglite", "stop")
+
+
+def magic(ip, line):
+    return ip.run_line_magic("daglite", line)
+
+
+def test_help_is_generated_from_the_arguments(ip, capsys):
+    magic(ip, "--help")
+    out = capsys.readouterr().out
+    for word in ("start", "use", "status", "backends", "stop", "--backend"):
+        assert word in out
+    start_help = (magic(ip, "start --help"), capsys.readouterr().out)[1]
+    for option in ("--cache-store", "--dataset-store", "--max-threads", "--max-processes"):
+        assert option in start_help
+    assert ip.find_line_magic("daglite").__doc__.startswith("usage: %daglite")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("", "Name a command: start, use, status, backends or stop"),
+        ("launch", "invalid choice: 'launch'"),
+        ("use thread", "No daglite session is open; start one with %daglite start"),
+        ("stop", "No daglite session is open"),
+        ("start --backend nope", "Unknown backend 'nope'; choose one of: inline, process, thread."),
+        ("start --max-threads 0", "expected a positive integer, got '0'"),
+        ("start --max-processes lots", "expected a positive integer, got 'lots'"),
+        ("start --colour blue", "Unrecognized arguments: --colour blue"),
+        ("start --backend 'thread", "Cannot read the arguments"),
+        ("--backend thread", "--backend alone is for the cell magic"),
+    ],
+)
+def test_mistakes_without_a_session_are_usage_errors(ip, line, message):
+    with pytest.raises(UsageError, match=_literal(message)):
+        magic(ip, line)
+    assert daglite_nb.status().state == "none"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("start", "A daglite session is already open (backend 'inline'); switch backends with"),
+        ("use nope", "Unknown backend 'nope'; choose one of: inline, process, thread."),
+        ("use", "The following arguments are required: name"),
+    ],
+)
+def test_mistakes_keep_the_session(ip, session, line, message):
+    with pytest.raises(UsageError, match=_literal(message)):
+        magic(ip, line)
+    status = daglite_nb.status()
+    assert (status.state, status.backend) == ("open", "inline")
+
+
+def test_python_api_mistakes_are_usage_errors(ip, session):
+    with pytest.raises(UsageError, match="Unknown session option 'colour'; valid options: backend"):
+        daglite_nb.start(colour="blue")
+    with pytest.raises(UsageError, match="max_threads must be a positive integer, got 'x'"):
+        daglite_nb.start(max_threads="x")
+    with pytest.raises(UsageError, match="needs a subclass of daglite.backends.Backend"):
+        daglite_nb.register_backend("mine", object)
+    with pytest.raises(UsageError, match="must be an identifier"):
+        daglite_nb.register_backend("my backend", object)
+    assert daglite_nb.status().backend == "inline"
+
+
+def test_usage_error_shows_one_line_without_traceback(ip, capsys):
+    ip.run_cell("%daglite use thread")
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        "UsageError: No daglite session is open; start one with %daglite start or dnb.start()."
+    )
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_cell_magic_takes_only_backend(ip, session):
+    with pytest.raises(UsageError, match="The cell magic takes only --backend NAME"):
+        ip.run_cell_magic("daglite", "status", "x = 1")
+    with pytest.raises(UsageError, match="Unknown backend 'nope'"):
+        ip.run_cell_magic("daglite", "--backend nope", "x = 1")
+    assert daglite_nb.status().backend == "inline"
+
+
+def test_a_backend_that_cannot_start_leaves_the_previous_default(ip, session):
+    from daglite.backends.base import Backend
+
+    class Broken(Backend):
+        name = "broken"
+
+        def _start(self, *, context):
+            raise RuntimeError("no cluster here")
+
+        def _submit(self, func, args, kwargs, *, context):  # pragma: no cover
+            raise AssertionError
+
+    daglite_nb.register_backend("broken", Broken, aliases=("kaput",))
+    with pytest.raises(UsageError, match="Backend 'broken' could not start: no cluster here"):
+        magic(ip, "use kaput")
+    assert daglite_nb.status().backend == "inline"
+    table = str(daglite_nb.list_backends())
+    assert "broken   kaput" in table and "register_backend" in table
+
+
+def test_registered_backend_is_used_by_map_tasks(ip, session):
+    from daglite import map_tasks
+    from daglite.backends.local import InlineBackend
+
+    calls = []
+
+    class Recording(InlineBackend):
+        name = "recording"
+
+        def _submit(self, func, args, kwargs, *, context):
+            calls.append(args)
+            return super()._submit(func, args, kwargs, context=context)
+
+    daglite_nb.register_backend("recording", Recording)
+    assert daglite_nb.use("recording") == "recording"
+    ip.run_cell("from daglite import map_tasks\nout = map_tasks(lambda x: x + 1, [1, 2])")
+    assert ip.user_ns["out"] == [2, 3] and calls == [(1,), (2,)]
+    assert map_tasks is not None
+
+
+def _literal(text):
+    import re
+
+    return re.escape(text)
