@@ -21,14 +21,18 @@ if TYPE_CHECKING:
     from daglite_nb.backends import BackendTable
     from daglite_nb.session import NotebookSession
     from daglite_nb.session import SessionStatus
+    from daglite_nb.tracking import LiveFuture
+    from daglite_nb.tracking import LiveFutureGroup
 
 __all__ = [
     "list_backends",
     "load_ipython_extension",
+    "map",
     "register_backend",
     "start",
     "status",
     "stop",
+    "submit",
     "unload_ipython_extension",
     "use",
     "using",
@@ -94,6 +98,32 @@ def stop() -> None:
     from daglite_nb import session
 
     session.stop()
+
+
+# region Tasks
+
+
+def submit(task: Any, /, *args: Any, backend: str | None = None, **kwargs: Any) -> LiveFuture:
+    """Submit `task(*args, **kwargs)` to the session's backend (or *backend*).
+
+    Returns:
+        A `LiveFuture`: a `concurrent.futures.Future` that displays as a live status widget.
+        A failed task's `result()` raises the task's own exception.
+    """
+    from daglite_nb import session
+
+    return session.require().submit(task, args, kwargs, backend)
+
+
+def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFutureGroup:  # noqa: A001
+    """Submit *task* once per zipped item of *iterables* (like `map_tasks`, without waiting).
+
+    Returns:
+        A `LiveFutureGroup`: the futures in order, with `.results()`, shown as one progress bar.
+    """
+    from daglite_nb import session
+
+    return session.require().map(task, iterables, backend)
 
 
 # region Backends

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from IPython import get_ipython
+
 from daglite_nb import _daglite
 from daglite_nb import session
 
@@ -14,7 +16,8 @@ def pre_run_cell(info: Any = None) -> None:
     if current is None:
         _daglite.apply_session(None, None)
     else:
-        current.enter_cell()
+        shell = get_ipython()
+        current.enter_cell(shell.execution_count if shell is not None else None)
 
 
 def post_run_cell(result: Any) -> None:

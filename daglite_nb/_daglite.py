@@ -54,3 +54,17 @@ def event_reporter() -> Any:
     from daglite._resolvers import resolve_event_reporter
 
     return resolve_event_reporter()
+
+
+def task_name(func: Callable[..., Any]) -> str:
+    """Return the task name behind *func* (a daglite task, a map wrapper or a plain callable)."""
+    func = getattr(func, "_task", func)  # daglite's async and generator map wrappers
+    name = getattr(func, "name", None) or getattr(func, "__name__", None)
+    return name if isinstance(name, str) else type(func).__name__
+
+
+def backend_callable(func: Callable[..., Any], verb: str) -> Callable[..., Any]:
+    """Turn *func* into what daglite's `map_tasks` hands a backend (tasks, async, generators)."""
+    from daglite.composers import _make_backend_callable
+
+    return _make_backend_callable(func, verb)

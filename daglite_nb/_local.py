@@ -27,7 +27,9 @@ from daglite.backends.local import ThreadBackend
 
 from daglite_nb import _daglite
 from daglite_nb._worker import CallByValue
+from daglite_nb._worker import ReportStart
 from daglite_nb._worker import harden_worker
+from daglite_nb._worker import unwrap
 
 
 class NotebookInlineBackend(InlineBackend):
@@ -42,7 +44,7 @@ class NotebookInlineBackend(InlineBackend):
         context: SubmitContext,
     ) -> Future[Any]:
         run = super()._submit
-        if _daglite.runs_event_loop(func) and _event_loop_running():
+        if _daglite.runs_event_loop(unwrap(func)[0]) and _event_loop_running():
             return _on_helper_thread(run, func, args, kwargs, context=context)
         return run(func, args, kwargs, context=context)
 
@@ -72,7 +74,12 @@ class NotebookProcessBackend(ProcessBackend):
         *,
         context: SubmitContext,
     ) -> Future[Any]:
-        call = CallByValue(self._func_blob(func), cloudpickle.dumps((args, kwargs)))
+        inner, record_id = unwrap(func)
+        call: Callable[..., Any] = CallByValue(
+            self._func_blob(inner), cloudpickle.dumps((args, kwargs))
+        )
+        if record_id is not None:
+            call = ReportStart(call, record_id)
         return super()._submit(call, (), {}, context=context)
 
     def _func_blob(self, func: Callable[..., Any]) -> bytes:

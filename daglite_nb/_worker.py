@@ -66,3 +66,42 @@ class CallByValue:
 @functools.lru_cache(maxsize=16)
 def _load(blob: bytes) -> Callable[..., Any]:
     return cloudpickle.loads(blob)
+
+
+TASK_STARTED = "daglite_nb.task_started"
+"""Event type a worker reports through daglite's event reporter when a tracked call starts."""
+
+
+class ReportStart:
+    """A call that first reports, through daglite's event reporter, that it started here.
+
+    Thread workers report straight to the coordinator; process workers through daglite's
+    event queue; so "running" means the task really started on its worker.
+    """
+
+    __slots__ = ("func", "record_id")
+
+    def __init__(self, func: Callable[..., Any], record_id: int) -> None:
+        self.func = func
+        self.record_id = record_id
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
+        from daglite_nb._daglite import event_reporter
+
+        reporter = event_reporter()
+        if reporter is not None:
+            worker = {
+                "id": self.record_id,
+                "thread": threading.current_thread().name,
+                "pid": os.getpid(),
+                "at": time.time(),
+            }
+            reporter.report(TASK_STARTED, worker)
+        return self.func(*args, **kwargs)
+
+
+def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
+    """Split a `ReportStart` into the callable it wraps and its record id."""
+    if isinstance(func, ReportStart):
+        return func.func, func.record_id
+    return func, None

@@ -22,6 +22,8 @@ from daglite_nb import _daglite
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
+from daglite_nb._worker import ReportStart
+from daglite_nb.tracking import Tracker
 
 ENTRY_POINT_GROUP = "daglite.backends"
 
@@ -139,10 +141,10 @@ registry = BackendRegistry()
 """The process-wide registry."""
 
 
-class _SessionBound:
-    """Mixin that hands every Future a backend creates to the session that owns the backend."""
+class _Tracked:
+    """Mixin that records every call a backend runs and returns `LiveFuture`s."""
 
-    _observe: Callable[[Future[Any]], None]
+    _tracker: Tracker
 
     def _submit(
         self,
@@ -152,17 +154,18 @@ class _SessionBound:
         *,
         context: SubmitContext,
     ) -> Future[Any]:
-        future = super()._submit(func, args, kwargs, context=context)  # type: ignore[misc]
-        self._observe(future)
-        return future
+        tracker = self._tracker
+        record = tracker.new_record(
+            _daglite.task_name(func), args, kwargs, backend=self.name, map_index=context.map_index
+        )
+        inner = super()._submit(ReportStart(func, record.id), args, kwargs, context=context)  # type: ignore[misc]
+        return tracker.track(inner, record)
 
 
-def bind_backend(
-    backend_class: type[Backend], observe: Callable[[Future[Any]], None]
-) -> type[Backend]:
-    """Return a subclass of *backend_class* whose Futures are passed to *observe*."""
-    namespace = {"_observe": staticmethod(observe), "__module__": backend_class.__module__}
-    return type(backend_class.__name__, (_SessionBound, backend_class), namespace)
+def tracked_backend(backend_class: type[Backend], tracker: Tracker) -> type[Backend]:
+    """Return a subclass of *backend_class* whose calls *tracker* records."""
+    namespace = {"_tracker": tracker, "__module__": backend_class.__module__}
+    return type(backend_class.__name__, (_Tracked, backend_class), namespace)
 
 
 class BackendTable(list):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 from typing import Any
 from typing import NoReturn
 
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     use = commands.add_parser("use", help="switch the session's default backend")
     use.add_argument("name", help="backend name or alias (see %%daglite backends)")
 
+    submit = commands.add_parser(
+        "submit", help="submit a task call and return its LiveFuture: submit task(1, y=2)"
+    )
+    submit.add_argument("--backend", metavar="NAME", help="backend for this call")
+    submit.add_argument("call", nargs=argparse.REMAINDER, help="a call, e.g. task_fn(1, y=2)")
+
     commands.add_parser("status", help="show the session: backend, state, uptime")
     commands.add_parser("backends", help="list every usable backend; the active one is marked")
     commands.add_parser("stop", help="end the session: cancel pending tasks, stop backends")
@@ -81,6 +88,8 @@ class DagliteMagics(Magics):
 
     @line_cell_magic
     def daglite(self, line: str, cell: str | None = None) -> Any:  # noqa: D102
+        if cell is None and line.split(maxsplit=1)[:1] == ["submit"]:
+            return self._submit(line.split(maxsplit=1)[1:])
         try:
             args = self.parser.parse_args(_split(line))
         except _HelpShown:
@@ -91,7 +100,7 @@ class DagliteMagics(Magics):
             raise UsageError("--backend alone is for the cell magic: %%daglite --backend NAME.")
         if args.command is None:
             raise UsageError(
-                "Name a command: start, use, status, backends or stop; see %daglite --help."
+                "Name a command: start, use, submit, status, backends or stop; see %daglite --help."
             )
         return getattr(self, f"_{args.command}")(args)
 
@@ -111,6 +120,20 @@ class DagliteMagics(Magics):
     def _use(self, args: argparse.Namespace) -> None:
         print(f"default backend: {daglite_nb.use(args.name)}")
 
+    def _submit(self, rest: list[str]) -> Any:
+        """Evaluate `[--backend NAME] task(args...)` in the user's namespace and submit it."""
+        source = rest[0].strip() if rest else ""
+        backend = None
+        if source.startswith(("-h", "--help")):
+            try:
+                self.parser.parse_args(["submit", "--help"])
+            except _HelpShown:
+                return None
+        if source.startswith("--backend"):
+            _, backend, source = [*source.split(maxsplit=2), "", ""][:3]
+        task, args, kwargs = _evaluate_call(source, self.shell.user_ns)
+        return daglite_nb.submit(task, *args, backend=backend or None, **kwargs)
+
     def _status(self, args: argparse.Namespace) -> Any:
         return daglite_nb.status()
 
@@ -128,6 +151,24 @@ class DagliteMagics(Magics):
             )
         with daglite_nb.using(args.cell_backend):
             self.shell.run_cell(cell)
+
+
+def _evaluate_call(source: str, namespace: dict[str, Any]) -> tuple[Any, tuple, dict]:
+    """Evaluate the callee and the arguments of the call *source*, without calling it."""
+    try:
+        call = ast.parse(source, mode="eval").body
+    except SyntaxError:
+        call = None
+    if not isinstance(call, ast.Call):
+        raise UsageError(f"submit takes a call such as task_fn(1, y=2), not {source!r}.")
+    pack = ast.Call(
+        ast.Name("__daglite_nb_pack__", ast.Load()), [call.func, *call.args], call.keywords
+    )
+    code = compile(ast.fix_missing_locations(ast.Expression(pack)), "<%daglite submit>", "eval")
+    try:
+        return eval(code, namespace, {"__daglite_nb_pack__": lambda f, *a, **k: (f, a, k)})
+    except Exception as exc:
+        raise UsageError(f"Cannot evaluate {source!r}: {type(exc).__name__}: {exc}.") from None
 
 
 def _split(line: str) -> list[str]:

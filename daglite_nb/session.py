@@ -15,18 +15,24 @@ import dataclasses
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any
 
 import daglite
+from daglite.backends.base import Backend
 from daglite.settings import get_global_settings
+from IPython import get_ipython
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
-from daglite_nb.backends import bind_backend
+from daglite_nb._worker import TASK_STARTED
 from daglite_nb.backends import registry
+from daglite_nb.backends import tracked_backend
+from daglite_nb.tracking import LiveFuture
+from daglite_nb.tracking import LiveFutureGroup
+from daglite_nb.tracking import TaskGroup
+from daglite_nb.tracking import Tracker
 
 STOP_GRACE_SECONDS = 1.0
 """How long `stop` lets running tasks finish before their backends are stopped under them."""
@@ -118,8 +124,9 @@ class NotebookSession:
         self.options = options
         self.session_id = uuid.uuid4().hex[:8]
         self._lock = threading.RLock()
-        self._live: set[Future[Any]] = set()
-        self._cell_futures: list[Future[Any]] = []
+        self.tracker = Tracker()
+        if options.progress:
+            self.tracker.on_fan_out = _show_fan_out
         self._closed = False
         self._opened_at = time.monotonic()
         self._context = contextvars.Context()
@@ -128,6 +135,7 @@ class NotebookSession:
             cache_store=options.cache_store,
             dataset_store=options.dataset_store,
             settings=options.settings(),
+            plugins=[_StartEvents(self.tracker)],
         )
         self._daglite = self._context.run(self._cm.__enter__)
         self._manager = _daglite.active_manager(self._context)
@@ -148,7 +156,7 @@ class NotebookSession:
 
     def add_backend(self, names: tuple[str, ...], backend_class: type) -> None:
         """Make *backend_class* available to this session under *names*."""
-        bound = bind_backend(backend_class, self._observe)
+        bound = tracked_backend(backend_class, self.tracker)
         for name in names:
             self._manager.register(name, bound)
 
@@ -159,15 +167,24 @@ class NotebookSession:
             UsageError: If the name is unknown or the backend cannot start; the previous
                 default stays in place.
         """
-        entry = registry.resolve(name)
+        with self._lock:
+            backend = self.backend_instance(name)
+            self._daglite.backend = backend.name
+        return backend.name
+
+    def backend_instance(self, name: str | None = None) -> Backend:
+        """Return backend *name* (default: the session's), started.
+
+        Raises:
+            UsageError: If the name is unknown or the backend cannot start.
+        """
+        entry = registry.resolve(name or self.backend)
         with self._lock:
             self._require_open()
             try:
-                self._context.run(self._manager.get, entry.name)
+                return self._context.run(self._manager.get, entry.name)
             except Exception as exc:
                 raise UsageError(f"Backend {entry.name!r} could not start: {exc}") from None
-            self._daglite.backend = entry.name
-        return entry.name
 
     def started_backends(self) -> tuple[str, ...]:
         """Names of the backends this session has started."""
@@ -175,27 +192,40 @@ class NotebookSession:
 
     # region Cells
 
-    def enter_cell(self) -> None:
+    # region Submitting
+
+    def submit(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], backend: str | None
+    ) -> LiveFuture:
+        """Submit one call of *func* to *backend* (default: the session's)."""
+        call = _daglite.backend_callable(_require_callable(func, "submit"), "submit")
+        instance = self.backend_instance(backend)
+        with self.tracker.direct():
+            return instance.submit(call, args, kwargs)  # type: ignore[return-value]
+
+    def map(self, func: Any, iterables: tuple[Any, ...], backend: str | None) -> LiveFutureGroup:
+        """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
+        call = _daglite.backend_callable(_require_callable(func, "map"), "map")
+        instance = self.backend_instance(backend)
+        group = TaskGroup(_daglite.task_name(call), instance.name)
+        with self.tracker.direct(group):
+            futures = [
+                instance.submit(call, args, map_index=index)
+                for index, args in enumerate(zip(*iterables, strict=False))
+            ]
+        return LiveFutureGroup(group, futures)  # type: ignore[arg-type]
+
+    # region Cells
+
+    def enter_cell(self, cell: int | None = None) -> None:
         """Make this session the active daglite session of the current context; new cell."""
         _daglite.apply_session(self._daglite, self._manager)
-        with self._lock:
-            self._cell_futures = []
+        self.tracker.cell = cell
+        self.tracker.take_cell_futures()
 
     def cancel_cell(self) -> int:
         """Cancel the pending futures the current cell submitted; return how many were cancelled."""
-        with self._lock:
-            futures, self._cell_futures = self._cell_futures, []
-        return sum(future.cancel() for future in futures)
-
-    def _observe(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._live.add(future)
-            self._cell_futures.append(future)
-        future.add_done_callback(self._forget)
-
-    def _forget(self, future: Future[Any]) -> None:
-        with self._lock:
-            self._live.discard(future)
+        return self.tracker.cancel_pending(self.tracker.take_cell_futures())
 
     # region Status and teardown
 
@@ -215,8 +245,9 @@ class NotebookSession:
             if self._closed:
                 return
             self._closed = True
-            live = list(self._live)
-        running = [future for future in live if not future.cancel()]
+        self.tracker.cancel_pending()
+        with self.tracker.lock:
+            running = [r.future for r in self.tracker.live.values() if r.future is not None]
         wait(running, timeout=grace)
         self._context.run(self._cm.__exit__, None, None, None)
 
@@ -225,6 +256,32 @@ class NotebookSession:
             raise UsageError(
                 "This daglite session is stopped; start a new one with %daglite start."
             )
+
+
+class _StartEvents:
+    """daglite plugin: hands the workers' "task started" reports to the tracker."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+
+    def register_event_handlers(self, registry: Any) -> None:
+        """Register the coordinator-side handler (called by daglite)."""
+        registry.register(TASK_STARTED, self._tracker.on_started)
+
+
+def _require_callable(func: Any, verb: str) -> Any:
+    if not callable(func):
+        raise UsageError(f"{verb} needs a task or a callable, got {func!r}.")
+    return func
+
+
+def _show_fan_out(group: TaskGroup) -> None:
+    # Only fan-outs started by the cell itself: a nested map on a worker thread would print
+    # into whichever cell happens to run.
+    if threading.current_thread() is threading.main_thread() and get_ipython() is not None:
+        from daglite_nb.display import show_group
+
+        show_group(group)
 
 
 # region Kernel-scoped API

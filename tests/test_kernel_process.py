@@ -54,10 +54,9 @@ def test_interrupt_cancels_pending_and_pool_keeps_working(kernel):
     # Same workers, still alive, and the next map on the same session works.
     assert set(kernel.eval("map_tasks(nap, [0.1] * 4)")) <= workers
     assert all(p.is_running() for p in kernel.descendants())
-    # Pending work was cancelled: without that, 30+ one-second tasks would still be queued.
-    left = "len(__import__('concurrent.futures').futures.wait(list(_live), timeout=8).not_done)"
-    kernel.ok("_live = __import__('daglite_nb').session.current()._live")
-    assert kernel.eval(left) == 0
+    # Pending work was cancelled; only what the pool had already taken ran on.
+    cancelled = kernel.eval("dict(__import__('daglite_nb').session.current().tracker.counts)")
+    assert cancelled["cancelled"] >= 30, cancelled
 
 
 BACKGROUND_MAP = (

@@ -1,0 +1,140 @@
+"""Static and live HTML/text for futures and fan-outs. Every piece of user data is escaped."""
+
+from __future__ import annotations
+
+import html
+import reprlib
+import traceback
+from concurrent.futures import Future
+from typing import Any
+
+from daglite_nb.tracking import CANCELLED
+from daglite_nb.tracking import FAILED
+from daglite_nb.tracking import FINISHED
+from daglite_nb.tracking import PENDING
+from daglite_nb.tracking import RUNNING
+from daglite_nb.tracking import TaskGroup
+from daglite_nb.tracking import TaskRecord
+
+STYLE = {
+    PENDING: ("⏳", "#6b7280"),
+    RUNNING: ("▶", "#2563eb"),
+    FINISHED: ("✔", "#15803d"),
+    FAILED: ("✖", "#b91c1c"),
+    CANCELLED: ("⊘", "#b45309"),
+}
+"""Icon and colour of each state."""
+
+RESULT_WIDTH = 80
+
+_result_repr = reprlib.Repr()
+_result_repr.maxstring = _result_repr.maxother = RESULT_WIDTH
+
+
+def seconds(value: float) -> str:
+    """Format a duration for people: `0.42 s`, `12.3 s`, `3 min 05 s`."""
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(int(value), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def state_badge(state: str) -> str:
+    """The state in words with its icon and colour."""
+    icon, colour = STYLE[state]
+    return f'<b style="color:{colour}">{icon} {state}</b>'
+
+
+# region Futures
+
+
+def future_text(record: TaskRecord) -> str:
+    """The plain-text fallback: no timings, no live state (nbval compares it)."""
+    return f"<LiveFuture {record.call} on {record.backend}>"
+
+
+def future_static_html(record: TaskRecord) -> str:
+    """The HTML fallback for viewers without widgets: as stable as the text one."""
+    return f"<code>{html.escape(future_text(record))}</code>"
+
+
+def future_live_html(record: TaskRecord, future: Future[Any]) -> str:
+    """The live line of a future's widget: state, call, backend, worker, elapsed, outcome."""
+    facts = [html.escape(record.backend)]
+    if record.worker:
+        facts.append(html.escape(record.worker))
+    if record.state != PENDING:
+        facts.append(seconds(record.elapsed))
+    line = (
+        f"{state_badge(record.state)} <code>{html.escape(record.call)}</code>"
+        f' <span style="color:#6b7280">{" · ".join(facts)}</span>'
+    )
+    return f'<div class="daglite-nb-future">{line}{_outcome(record, future)}</div>'
+
+
+def _outcome(record: TaskRecord, future: Future[Any]) -> str:
+    if record.state == FINISHED and future.done():
+        value = html.escape(_result_repr.repr(future.result()))
+        return f" → <code>{value}</code>"
+    if record.state == FAILED and future.done():
+        return failure_details(future.exception())
+    return ""
+
+
+def failure_details(error: BaseException | None) -> str:
+    """The exception in one line; its traceback folds open on click."""
+    if error is None:
+        return ""
+    summary = html.escape(f"{type(error).__name__}: {error}")
+    trace = html.escape("".join(traceback.format_exception(error)))
+    return (
+        f'<details><summary style="color:{STYLE[FAILED][1]}">{summary}</summary>'
+        f'<pre style="font-size:11px;white-space:pre-wrap">{trace}</pre></details>'
+    )
+
+
+# region Fan-outs
+
+
+def group_static_html(text: str) -> str:
+    """The HTML fallback of a fan-out."""
+    return f"<code>{html.escape(text)}</code>"
+
+
+def group_live_html(group: TaskGroup) -> str:
+    """The progress bar and summary of a fan-out, with its first failures."""
+    counts = group.counts
+    facts = [
+        f"<b>{group.done}/{group.total}</b> done",
+        f"{counts[RUNNING]} running",
+        f"{counts[FAILED]} failed",
+        f"{counts[CANCELLED]} cancelled",
+        seconds(group.elapsed),
+        f"{group.rate:.1f}/s",
+    ]
+    if group.eta is not None:
+        facts.append(f"ETA {seconds(group.eta)}")
+    state = _group_state(group)
+    bar = (
+        f'<progress value="{group.done}" max="{max(group.total, 1)}"'
+        ' style="width:240px;vertical-align:middle"></progress>'
+    )
+    head = (
+        f"{state_badge(state)} <code>{html.escape(group.label)}</code> × {group.total}"
+        f" on {html.escape(group.backend)} {bar} {' · '.join(facts)}"
+    )
+    failures = "".join(
+        failure_details(r.future.exception() if r.future and r.future.done() else None)
+        for r in group.failures
+    )
+    return f'<div class="daglite-nb-group">{head}{failures}</div>'
+
+
+def _group_state(group: TaskGroup) -> str:
+    if group.ended is None:
+        return RUNNING if group.counts[RUNNING] or group.done else PENDING
+    if group.counts[FAILED]:
+        return FAILED
+    return CANCELLED if group.counts[CANCELLED] else FINISHED

@@ -1,0 +1,409 @@
+"""Task records, their state machine, and the Futures that carry them. No IPython here.
+
+Every call a session backend runs gets a `TaskRecord` (pending -> running -> finished | failed |
+cancelled) and comes back as a `LiveFuture`. State lives in plain objects under one lock;
+listeners (widgets, the panel) are told *that* something changed and read the state themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import reprlib
+import threading
+import time
+from collections import Counter
+from collections import deque
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+
+PENDING = "pending"
+RUNNING = "running"
+FINISHED = "finished"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATES = (PENDING, RUNNING, FINISHED, FAILED, CANCELLED)
+TERMINAL = frozenset({FINISHED, FAILED, CANCELLED})
+_NEXT = {PENDING: {RUNNING, *TERMINAL}, RUNNING: set(TERMINAL)}
+
+RECENT_RECORDS = 200
+"""How many finished records keep their detail (counts are kept for all)."""
+
+GROUP_FAILURES = 3
+"""How many failures a fan-out keeps to show with their tracebacks."""
+
+CALL_WIDTH = 60
+"""Longest shown call text, in characters."""
+
+Listener = Callable[[], None]
+
+_short = reprlib.Repr()
+_short.maxstring = 24
+_short.maxother = 24
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
+
+
+def _shorten(text: str, width: int = CALL_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class _Observable:
+    """Something with listeners to tell about changes."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+
+    def notify(self) -> None:
+        """Tell every listener that this object changed."""
+        for listener in list(self.listeners):
+            listener()
+
+
+# region Records
+
+
+class TaskRecord(_Observable):
+    """One task call and what is known about it."""
+
+    def __init__(
+        self,
+        record_id: int,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        backend: str,
+        map_index: int | None,
+        cell: int | None,
+        group: TaskGroup | None,
+    ) -> None:
+        super().__init__()
+        self.id = record_id
+        self.name = name
+        self.backend = backend
+        self.map_index = map_index
+        self.cell = cell
+        self.group = group
+        self.state = PENDING
+        self.worker: str | None = None
+        self.submitted = time.time()
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.future: LiveFuture | None = None
+        self.original_errors = False
+        self._call: str | None = None
+        self._args: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
+
+    @property
+    def call(self) -> str:
+        """The call as text, shortened: `task_fn(1, y=2)`."""
+        if self._call is None:
+            args, kwargs = self._args or ((), {})
+            parts = [_short.repr(a) for a in args]
+            parts += [f"{k}={_short.repr(v)}" for k, v in kwargs.items()]
+            self._call = _shorten(f"{self.name}({', '.join(parts)})")
+            self._args = None
+        return self._call
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the task started (or was submitted), up to its end."""
+        begin = self.started or self.submitted
+        return max((self.ended or time.time()) - begin, 0.0)
+
+
+class TaskGroup(_Observable):
+    """A fan-out: counts by state over its records, and its first failures."""
+
+    def __init__(self, label: str, backend: str) -> None:
+        super().__init__()
+        self.label = label
+        self.backend = backend
+        self.total = 0
+        self.counts: Counter[str] = Counter()
+        self.failures: list[TaskRecord] = []
+        self.created = time.time()
+        self.ended: float | None = None
+
+    @property
+    def done(self) -> int:
+        """Tasks that reached a final state."""
+        return sum(self.counts[state] for state in TERMINAL)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the first submission, up to the last end."""
+        return (self.ended or time.time()) - self.created
+
+    @property
+    def rate(self) -> float:
+        """Finished tasks per second so far."""
+        elapsed = self.elapsed
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, if it can be told."""
+        rate = self.rate
+        return (self.total - self.done) / rate if rate > 0 and self.ended is None else None
+
+
+# region Tracker
+
+
+class Tracker(_Observable):
+    """All records of one session: live ones, a bounded tail of finished ones, and counts."""
+
+    def __init__(self, recent: int = RECENT_RECORDS) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.live: dict[int, TaskRecord] = {}
+        self.recent: deque[TaskRecord] = deque(maxlen=recent)
+        self.cell: int | None = None
+        self.cell_futures: list[LiveFuture] = []
+        self.on_fan_out: Callable[[TaskGroup], None] | None = None
+        self._ids = itertools.count(1)
+        self._local = threading.local()
+
+    # region Creating
+
+    def track(
+        self,
+        inner: Future[Any],
+        record: TaskRecord,
+    ) -> LiveFuture:
+        """Return the `LiveFuture` that follows *inner* and updates *record*."""
+        future = LiveFuture(record, inner, self)
+        record.future = future
+        with self.lock:
+            self.cell_futures.append(future)
+        inner.add_done_callback(future._settle)
+        return future
+
+    def new_record(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        backend: str,
+        map_index: int | None,
+    ) -> TaskRecord:
+        """Create and count a pending record for a call about to be submitted."""
+        group = self._group_for(map_index, name, backend)
+        with self.lock:
+            record = TaskRecord(
+                next(self._ids),
+                name,
+                args,
+                kwargs,
+                backend=backend,
+                map_index=map_index,
+                cell=self.cell,
+                group=group,
+            )
+            record.original_errors = getattr(self._local, "direct", False)
+            self.live[record.id] = record
+            self.counts[PENDING] += 1
+            if group is not None:
+                group.total += 1
+                group.counts[PENDING] += 1
+        self._notify(record)
+        return record
+
+    @contextmanager
+    def direct(self, group: TaskGroup | None = None) -> Iterator[None]:
+        """Mark the calls this thread submits inside the block as daglite-nb's own.
+
+        Their futures raise a failed task's original exception (not daglite's `TaskError`), and
+        their map-indexed calls join *group* instead of an automatic fan-out.
+        """
+        self._local.direct, self._local.explicit = True, group
+        try:
+            yield
+        finally:
+            self._local.direct, self._local.explicit = False, None
+
+    def _group_for(self, map_index: int | None, name: str, backend: str) -> TaskGroup | None:
+        explicit = getattr(self._local, "explicit", None)
+        if explicit is not None or map_index is None:
+            self._local.auto = None
+            return explicit
+        if map_index == 0:
+            self._local.auto = TaskGroup(name, backend)
+            if self.on_fan_out is not None:
+                self.on_fan_out(self._local.auto)
+        return getattr(self._local, "auto", None)
+
+    # region State changes
+
+    def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
+        """Handle a worker's report that a call started (daglite event handler)."""
+        with self.lock:
+            record = self.live.get(data["id"])
+            if record is None:  # already settled: the report came in late
+                return
+            record.started = data["at"]
+            record.worker = data.get("worker") or _worker_name(data["thread"], data["pid"])
+            changed = self._move(record, RUNNING)
+        if changed:
+            self._notify(record)
+
+    def settle(self, record: TaskRecord, inner: Future[Any]) -> None:
+        """Record the final state of *inner* on *record*."""
+        if inner.cancelled():
+            state = CANCELLED
+        else:
+            state = FAILED if inner.exception() is not None else FINISHED
+        with self.lock:
+            record.ended = time.time()
+            self._move(record, state)
+            del self.live[record.id]
+            self.recent.append(record)
+            group = record.group
+            if group is not None:
+                if state == FAILED and len(group.failures) < GROUP_FAILURES:
+                    group.failures.append(record)
+                if group.done == group.total:
+                    group.ended = record.ended
+        self._notify(record)
+
+    def cancel_pending(self, futures: Sequence[LiveFuture] | None = None) -> int:
+        """Cancel pending *futures* (default: every live one); return how many were cancelled."""
+        if futures is None:
+            with self.lock:
+                futures = [r.future for r in self.live.values() if r.future is not None]
+        return sum(future.cancel() for future in futures)
+
+    def take_cell_futures(self) -> list[LiveFuture]:
+        """Return and forget the futures submitted since the last call (one cell's worth)."""
+        with self.lock:
+            futures, self.cell_futures = self.cell_futures, []
+        return futures
+
+    def _move(self, record: TaskRecord, state: str) -> bool:
+        if state not in _NEXT.get(record.state, ()):
+            return False
+        for counts in (self.counts, record.group.counts if record.group else None):
+            if counts is not None:
+                counts[record.state] -= 1
+                counts[state] += 1
+        record.state = state
+        return True
+
+    def _notify(self, record: TaskRecord) -> None:
+        record.notify()
+        if record.group is not None:
+            record.group.notify()
+        self.notify()
+
+
+def _worker_name(thread: str, pid: int) -> str:
+    return thread if pid == os.getpid() else f"pid {pid}"
+
+
+# region Futures
+
+
+def _original(error: BaseException) -> BaseException:
+    """The user's exception behind daglite's `TaskError` wrapper."""
+    from daglite.exceptions import TaskError
+
+    if isinstance(error, TaskError) and error.__cause__ is not None:
+        return error.__cause__
+    return error
+
+
+class LiveFuture(Future):
+    """A `concurrent.futures.Future` that knows its task's state and shows it live.
+
+    It follows the backend's own Future: `cancel()` cancels that one, and results, exceptions
+    and cancellation flow back. In a notebook it displays as a live status widget.
+    """
+
+    def __init__(self, record: TaskRecord, inner: Future[Any], tracker: Tracker) -> None:
+        super().__init__()
+        self.record = record
+        self._inner = inner
+        self._tracker = tracker
+
+    @property
+    def state(self) -> str:
+        """pending, running, finished, failed or cancelled."""
+        return self.record.state
+
+    @property
+    def task_name(self) -> str:
+        """Name of the task."""
+        return self.record.name
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs it."""
+        return self.record.backend
+
+    @property
+    def worker(self) -> str | None:
+        """Thread name or process id of the worker that ran it, once it started."""
+        return self.record.worker
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds it has been running (or waiting, before it started)."""
+        return self.record.elapsed
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started; return whether it was cancelled."""
+        return self._inner.cancel()
+
+    def __await__(self) -> Any:
+        return asyncio.wrap_future(self).__await__()
+
+    def _settle(self, inner: Future[Any]) -> None:
+        self._tracker.settle(self.record, inner)
+        if inner.cancelled():
+            super().cancel()
+        elif (error := inner.exception()) is not None:
+            self.set_exception(_original(error) if self.record.original_errors else error)
+        else:
+            self.set_result(inner.result())
+
+    def __repr__(self) -> str:
+        return f"<LiveFuture {self.record.call} on {self.record.backend}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        from daglite_nb.display import future_bundle
+
+        return future_bundle(self)
+
+
+class LiveFutureGroup(Sequence[LiveFuture]):
+    """The futures of one fan-out, shown as one progress bar."""
+
+    def __init__(self, group: TaskGroup, futures: list[LiveFuture]) -> None:
+        self.group = group
+        self._futures = futures
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._futures[index]
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """Wait for every future and return their results in order (the first error raises)."""
+        return [future.result(timeout) for future in self._futures]
+
+    def __repr__(self) -> str:
+        return f"<LiveFutureGroup {self.group.label} × {len(self)} on {self.group.backend}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        from daglite_nb.display import group_bundle
+
+        return group_bundle(self.group, repr(self))
