@@ -200,6 +200,9 @@ class NotebookSession:
         """Submit one call of *func* to *backend* (default: the session's)."""
         call = _daglite.backend_callable(_require_callable(func, "submit"), "submit")
         instance = self.backend_instance(backend)
+        return self._in_session(self._submit_direct, instance, call, args, kwargs)
+
+    def _submit_direct(self, instance: Backend, call: Any, args: Any, kwargs: Any) -> LiveFuture:
         with self.tracker.direct():
             return instance.submit(call, args, kwargs)  # type: ignore[return-value]
 
@@ -208,12 +211,22 @@ class NotebookSession:
         call = _daglite.backend_callable(_require_callable(func, "map"), "map")
         instance = self.backend_instance(backend)
         group = TaskGroup(_daglite.task_name(call), instance.name)
+        return self._in_session(self._map_direct, instance, call, iterables, group)
+
+    def _map_direct(
+        self, instance: Backend, call: Any, iterables: Any, group: TaskGroup
+    ) -> LiveFutureGroup:
         with self.tracker.direct(group):
             futures = [
                 instance.submit(call, args, map_index=index)
                 for index, args in enumerate(zip(*iterables, strict=False))
             ]
         return LiveFutureGroup(group, futures)  # type: ignore[arg-type]
+
+    def _in_session(self, func: Any, *args: Any) -> Any:
+        # Submissions from any thread (user threads, widget callbacks) carry the session,
+        # so workers find daglite's reporter; a copy, as threads cannot share one Context.
+        return self._context.copy().run(func, *args)
 
     # region Cells
 

@@ -46,6 +46,7 @@ class Kernel:
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
+        self.comm_log: list[dict[str, Any]] = []
         self.pid = int(self.eval("__import__('os').getpid()"))
 
     # region Cells
@@ -67,6 +68,7 @@ class Kernel:
                 msg = self.client.get_iopub_msg(timeout=remaining)
             except queue.Empty:
                 continue
+            self._log_comm(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
@@ -98,6 +100,27 @@ class Kernel:
         """Evaluate *expression* in the kernel and return its value (a Python literal)."""
         result = self.ok(f"print(repr({expression}))", timeout)
         return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+    def drain(self, seconds: float) -> None:
+        """Read iopub for *seconds*, logging every comm message (widget updates)."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                self._log_comm(self.client.get_iopub_msg(timeout=remaining))
+            except queue.Empty:
+                break
+
+    def updates(self, model_id: str) -> list[dict[str, Any]]:
+        """The state updates sent so far to the widget *model_id*."""
+        return [
+            m["data"]["state"]
+            for m in self.comm_log
+            if m["comm_id"] == model_id and m["data"].get("method") == "update"
+        ]
+
+    def _log_comm(self, msg: dict[str, Any]) -> None:
+        if msg["msg_type"] in ("comm_msg", "comm_open"):
+            self.comm_log.append(msg["content"])
 
     def send_comm(self, comm_id: str, data: dict[str, Any]) -> None:
         """Send a comm message to the kernel exactly as a frontend does."""
