@@ -1,0 +1,148 @@
+"""The task state machine and records, in plain Python (no IPython)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+
+import pytest
+
+from daglite_nb.tracking import LiveFutureGroup
+from daglite_nb.tracking import TaskGroup
+from daglite_nb.tracking import Tracker
+
+
+def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None):
+    record = tracker.new_record(name, args, kwargs or {}, backend="thread", map_index=map_index)
+    inner = Future()
+    return tracker.track(inner, record), inner
+
+
+def _start(tracker, future):
+    tracker.on_started("started", {"id": future.record.id, "thread": "w-1", "pid": 0, "at": 1.0})
+
+
+def test_pending_running_finished():
+    tracker = Tracker()
+    future, inner = _submit(tracker, kwargs={"y": 2})
+    assert future.state == "pending" and future.record.call == "work(1, y=2)"
+    _start(tracker, future)
+    assert future.state == "running" and future.worker == "pid 0"
+    inner.set_result(42)
+    assert future.state == "finished" and future.result() == 42
+    assert tracker.counts == {"pending": 0, "running": 0, "finished": 1}
+    assert tracker.live == {} and list(tracker.recent) == [future.record]
+
+
+def test_failure_and_cancel_and_late_start_report():
+    tracker = Tracker()
+    failing, inner = _submit(tracker)
+    inner.set_exception(ValueError("no"))
+    assert failing.state == "failed"
+    with pytest.raises(ValueError, match="no"):
+        failing.result()
+    _start(tracker, failing)  # a report that arrives after the end changes nothing
+    assert failing.state == "failed"
+    cancelled, _ = _submit(tracker)
+    assert cancelled.cancel() and cancelled.cancelled() and cancelled.state == "cancelled"
+    assert tracker.counts["failed"] == tracker.counts["cancelled"] == 1
+
+
+def test_states_never_go_back():
+    tracker = Tracker()
+    future, inner = _submit(tracker)
+    _start(tracker, future)
+    _start(tracker, future)
+    assert tracker.counts["running"] == 1
+    inner.set_result(None)
+    assert tracker.counts == {"pending": 0, "running": 0, "finished": 1}
+
+
+def test_running_futures_cannot_be_cancelled():
+    tracker = Tracker()
+    future, inner = _submit(tracker)
+    inner.set_running_or_notify_cancel()
+    assert not future.cancel() and future.state == "pending"
+
+
+def test_call_text_is_shortened():
+    tracker = Tracker()
+    future, _ = _submit(tracker, args=("x" * 500, list(range(100))))
+    assert future.record.call == "work('xxxxxxxxx...xxxxxxxxxx', [0, 1, 2, 3, ...])"
+    many, _ = _submit(tracker, args=tuple(range(40)))
+    assert len(many.record.call) == 60 and many.record.call.endswith("…")
+
+
+def test_detail_is_bounded_and_counts_are_not():
+    tracker = Tracker(recent=50)
+    for _ in range(2000):
+        _, inner = _submit(tracker)
+        inner.set_result(None)
+    assert len(tracker.recent) == 50 and tracker.live == {}
+    assert tracker.counts["finished"] == 2000
+
+
+def test_map_indexed_calls_form_automatic_groups():
+    tracker = Tracker()
+    seen = []
+    tracker.on_fan_out = seen.append
+    first = [_submit(tracker, map_index=i)[0] for i in range(3)]
+    second = [_submit(tracker, map_index=i)[0] for i in range(2)]
+    single, _ = _submit(tracker)
+    assert [g.total for g in seen] == [3, 2]
+    assert {f.record.group for f in first} == {seen[0]}
+    assert {f.record.group for f in second} == {seen[1]}
+    assert single.record.group is None
+
+
+def test_group_counts_failures_and_end():
+    tracker = Tracker()
+    group = TaskGroup("work", "thread")
+    with tracker.direct(group):
+        pairs = [_submit(tracker, map_index=i) for i in range(5)]
+    for index, (_, inner) in enumerate(pairs):
+        if index < 4:
+            inner.set_exception(RuntimeError(str(index)))
+        else:
+            inner.set_result(index)
+    assert group.total == group.done == 5 and group.ended is not None
+    assert group.counts["failed"] == 4 and len(group.failures) == 3
+    futures = LiveFutureGroup(group, [f for f, _ in pairs])
+    assert len(futures) == 5 and futures[4].result() == 4
+    with pytest.raises(RuntimeError, match="0"):
+        futures.results()
+
+
+def test_direct_calls_raise_the_original_exception():
+    from daglite.exceptions import TaskError
+
+    tracker = Tracker()
+    with tracker.direct():
+        direct, inner = _submit(tracker)
+    try:
+        raise TaskError("Task failed") from KeyError("original")
+    except TaskError as error:
+        inner.set_exception(error)
+    with pytest.raises(KeyError, match="original"):
+        direct.result()
+    wrapped, inner = _submit(tracker)
+    inner.set_exception(TaskError("kept"))
+    with pytest.raises(TaskError):
+        wrapped.result()
+
+
+def test_concurrent_transitions_lose_no_count():
+    tracker = Tracker()
+
+    def worker():
+        for _ in range(500):
+            future, inner = _submit(tracker)
+            _start(tracker, future)
+            inner.set_result(None)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tracker.counts == {"pending": 0, "running": 0, "finished": 4000}
