@@ -19,7 +19,7 @@ lab: env
 
 test: env
 	$(BIN)/ruff check daglite_nb tests benchmarks
-	$(BIN)/python -m pytest tests --nbval notebooks/ --sanitize-with tests/nbval_sanitize.cfg
+	$(BIN)/python -m pytest tests --nbval notebooks/ --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 clean:
 	rm -rf $(VENV)

@@ -10,8 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from daglite._context import SessionContext
+from daglite._resolvers import resolve_event_reporter
 from daglite.backends.base import Backend
 from daglite.backends.manager import BackendManager
+from daglite.composers import _AsyncGeneratorWrapper
+from daglite.composers import _AsyncWrapper
+from daglite.composers import _make_backend_callable
 from daglite.settings import DagliteSettings
 
 
@@ -43,16 +47,11 @@ def started_backends(manager: BackendManager) -> dict[str, Backend]:
 
 def runs_event_loop(func: Callable[..., Any]) -> bool:
     """Tell whether *func* is daglite's wrapper that calls `asyncio.run` (async tasks in maps)."""
-    from daglite.composers import _AsyncGeneratorWrapper
-    from daglite.composers import _AsyncWrapper
-
     return isinstance(func, (_AsyncWrapper, _AsyncGeneratorWrapper))
 
 
 def event_reporter() -> Any:
     """Return the daglite event reporter of the current context (worker or coordinator)."""
-    from daglite._resolvers import resolve_event_reporter
-
     return resolve_event_reporter()
 
 
@@ -65,6 +64,4 @@ def task_name(func: Callable[..., Any]) -> str:
 
 def backend_callable(func: Callable[..., Any], verb: str) -> Callable[..., Any]:
     """Turn *func* into what daglite's `map_tasks` hands a backend (tasks, async, generators)."""
-    from daglite.composers import _make_backend_callable
-
     return _make_backend_callable(func, verb)

@@ -59,10 +59,8 @@ class NotebookThreadBackend(ThreadBackend):
 class NotebookProcessBackend(ProcessBackend):
     """Runs tasks on a hardened process pool, sending every call by value."""
 
-    _last_func: Callable[..., Any] | None = None
-    _last_blob: bytes = b""
-
     def _start(self, *, context: BackendContext) -> None:
+        self._memo = threading.local()
         super()._start(context=context)
         _harden_pool(self._executor)
 
@@ -75,19 +73,19 @@ class NotebookProcessBackend(ProcessBackend):
         context: SubmitContext,
     ) -> Future[Any]:
         inner, record_id = unwrap(func)
-        call: Callable[..., Any] = CallByValue(
-            self._func_blob(inner), cloudpickle.dumps((args, kwargs))
-        )
+        blob = self._func_blob(inner, fresh=not context.map_index)
+        call: Callable[..., Any] = CallByValue(blob, cloudpickle.dumps((args, kwargs)))
         if record_id is not None:
             call = ReportStart(call, record_id)
         return super()._submit(call, (), {}, context=context)
 
-    def _func_blob(self, func: Callable[..., Any]) -> bytes:
-        # A fan-out submits one callable many times: pickle it once.
-        if func is not self._last_func:
-            self._last_blob = cloudpickle.dumps(func)
-            self._last_func = func
-        return self._last_blob
+    def _func_blob(self, func: Callable[..., Any], fresh: bool) -> bytes:
+        # A fan-out (map_index 1, 2, ...) submits one callable many times: pickle it once per
+        # fan-out and thread. Any other call pickles afresh, so it sees the current globals.
+        memo = self._memo.__dict__
+        if fresh or memo.get("func") is not func:
+            memo["func"], memo["blob"] = func, cloudpickle.dumps(func)
+        return memo["blob"]
 
     def _stop(self) -> None:
         processes = list((getattr(self._executor, "_processes", None) or {}).values())

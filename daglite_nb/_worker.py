@@ -12,6 +12,8 @@ from typing import Any
 
 import cloudpickle
 
+from daglite_nb import _daglite
+
 PARENT_POLL_SECONDS = 0.5
 """How often a worker checks that the kernel that forked it is still alive."""
 
@@ -86,9 +88,7 @@ class ReportStart:
         self.record_id = record_id
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        from daglite_nb._daglite import event_reporter
-
-        reporter = event_reporter()
+        reporter = _daglite.event_reporter()
         if reporter is not None:
             worker = {
                 "id": self.record_id,

@@ -64,6 +64,7 @@ class BackendRegistry:
         self._registered: dict[str, BackendEntry] = {}
         self._discovered: dict[str, BackendEntry] | None = None
         self._unavailable: dict[str, str] = {}
+        self._by_name: dict[str, BackendEntry] | None = None
 
     def register(self, name: str, backend_class: type, aliases: tuple[str, ...] = ()) -> None:
         """Register *backend_class* under *name* (and *aliases*), replacing any earlier entry."""
@@ -78,6 +79,7 @@ class BackendRegistry:
             )
         with self._lock:
             self._registered[name] = BackendEntry(name, backend_class, tuple(aliases))
+            self._by_name = None
 
     def entries(self) -> list[BackendEntry]:
         """Every usable backend, each once, sorted by name."""
@@ -94,13 +96,15 @@ class BackendRegistry:
         Raises:
             UsageError: If no usable backend has that name; the message lists the valid ones.
         """
-        entries = self.entries()
-        for entry in entries:
-            if name in entry.names:
-                return entry
+        by_name = self._by_name
+        if by_name is None:
+            by_name = {n: entry for entry in self.entries() for n in entry.names}
+            self._by_name = by_name
+        if name in by_name:
+            return by_name[name]
         if name in self._unavailable:
             raise UsageError(f"Backend {name!r} is not available: {self._unavailable[name]}")
-        valid = ", ".join(entry.name for entry in entries)
+        valid = ", ".join(entry.name for entry in self.entries())
         raise UsageError(f"Unknown backend {name!r}; choose one of: {valid}.")
 
     def _discover(self) -> dict[str, BackendEntry]:
@@ -114,8 +118,11 @@ class BackendRegistry:
         for point in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 backend_class = point.load()
-            except ImportError as exc:
-                self._unavailable[point.name] = str(exc)
+            except Exception as exc:  # a broken plugin must not break every command
+                self._unavailable[point.name] = f"{point.value} cannot be loaded ({exc})"
+                continue
+            if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
+                self._unavailable[point.name] = f"{point.value} is not a daglite Backend"
                 continue
             aliases = tuple(getattr(backend_class, "aliases", ()))
             found[point.name] = BackendEntry(
@@ -176,9 +183,9 @@ class BackendTable(list):
         self.active = active
 
     def __str__(self) -> str:
-        rows = [("", "name", "aliases", "origin")]
+        rows = [(" ", "name", "aliases", "origin")]
         rows += [
-            ("*" if e.name == self.active else "", e.name, ", ".join(e.aliases) or "-", e.origin)
+            ("*" if e.name == self.active else " ", e.name, ", ".join(e.aliases) or "-", e.origin)
             for e in self
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]

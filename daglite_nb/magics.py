@@ -39,10 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fixed_width(prog: str) -> argparse.HelpFormatter:
+    # The same help at every terminal width, so notebooks that show it stay comparable.
+    return argparse.HelpFormatter(prog, width=88)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of `%daglite`; its help is the magic's documentation."""
     parser = _Parser(
         prog="%daglite",
+        formatter_class=_fixed_width,
         description="Run daglite tasks from a notebook: one session for the whole kernel.",
         epilog="As a cell magic, `%%daglite --backend NAME` runs the cell with NAME as the "
         "default backend and restores the previous default afterwards.",

@@ -242,6 +242,10 @@ class NotebookSession:
 
     # region Status and teardown
 
+    def __repr__(self) -> str:
+        state = "stopped" if self._closed else "open"
+        return f"<daglite-nb session, {state}, backend {self.backend!r}>"
+
     def status(self) -> SessionStatus:
         """Return a snapshot of this session."""
         return SessionStatus(

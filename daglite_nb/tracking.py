@@ -55,6 +55,8 @@ def _shorten(text: str, width: int = CALL_WIDTH) -> str:
 class _Observable:
     """Something with listeners to tell about changes."""
 
+    __slots__ = ("listeners",)
+
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
 
@@ -69,6 +71,25 @@ class _Observable:
 
 class TaskRecord(_Observable):
     """One task call and what is known about it."""
+
+    __slots__ = (
+        "id",
+        "name",
+        "backend",
+        "map_index",
+        "cell",
+        "group",
+        "state",
+        "worker",
+        "submitted",
+        "started",
+        "ended",
+        "future",
+        "error",
+        "direct",
+        "_call",
+        "_args",
+    )
 
     def __init__(
         self,
@@ -94,8 +115,9 @@ class TaskRecord(_Observable):
         self.submitted = time.time()
         self.started: float | None = None
         self.ended: float | None = None
-        self.future: LiveFuture | None = None
-        self.original_errors = False
+        self.future: Future[Any] | None = None  # while live: the Future to cancel
+        self.error: BaseException | None = None
+        self.direct = False
         self._call: str | None = None
         self._args: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
 
@@ -109,6 +131,10 @@ class TaskRecord(_Observable):
             self._call = _shorten(f"{self.name}({', '.join(parts)})")
             self._args = None
         return self._call
+
+    def settle_callback(self, tracker: Tracker) -> Callable[[Future[Any]], None]:
+        """A done-callback that records the end of this task on *tracker*."""
+        return lambda inner: tracker.settle(self, inner)
 
     @property
     def elapsed(self) -> float:
@@ -133,7 +159,7 @@ class TaskGroup(_Observable):
     @property
     def done(self) -> int:
         """Tasks that reached a final state."""
-        return sum(self.counts[state] for state in TERMINAL)
+        return self.total - self.counts[PENDING] - self.counts[RUNNING]
 
     @property
     def elapsed(self) -> float:
@@ -166,24 +192,23 @@ class Tracker(_Observable):
         self.live: dict[int, TaskRecord] = {}
         self.recent: deque[TaskRecord] = deque(maxlen=recent)
         self.cell: int | None = None
-        self.cell_futures: list[LiveFuture] = []
+        self.cell_futures: deque[Future[Any]] = deque()
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self._ids = itertools.count(1)
         self._local = threading.local()
 
     # region Creating
 
-    def track(
-        self,
-        inner: Future[Any],
-        record: TaskRecord,
-    ) -> LiveFuture:
-        """Return the `LiveFuture` that follows *inner* and updates *record*."""
-        future = LiveFuture(record, inner, self)
+    def track(self, inner: Future[Any], record: TaskRecord) -> Future[Any]:
+        """Follow *inner* on *record*; return the Future the caller should get.
+
+        daglite-nb's own calls get a `LiveFuture`; other calls (daglite's `map_tasks`, which
+        never shows its futures) keep the backend's Future, which saves an object per task.
+        """
+        future: Future[Any] = LiveFuture(record, inner, self) if record.direct else inner
         record.future = future
-        with self.lock:
-            self.cell_futures.append(future)
-        inner.add_done_callback(future._settle)
+        self.cell_futures.append(future)  # deque.append is atomic
+        inner.add_done_callback(future._settle if record.direct else record.settle_callback(self))  # type: ignore[union-attr]
         return future
 
     def new_record(
@@ -208,7 +233,7 @@ class Tracker(_Observable):
                 cell=self.cell,
                 group=group,
             )
-            record.original_errors = getattr(self._local, "direct", False)
+            record.direct = getattr(self._local, "direct", False)
             self.live[record.id] = record
             self.counts[PENDING] += 1
             if group is not None:
@@ -263,6 +288,9 @@ class Tracker(_Observable):
             state = FAILED if inner.exception() is not None else FINISHED
         with self.lock:
             record.ended = time.time()
+            record.future = None  # no cycle between records and futures once settled
+            if state == FAILED:
+                record.error = inner.exception()
             self._move(record, state)
             del self.live[record.id]
             self.recent.append(record)
@@ -274,18 +302,17 @@ class Tracker(_Observable):
                     group.ended = record.ended
         self._notify(record)
 
-    def cancel_pending(self, futures: Sequence[LiveFuture] | None = None) -> int:
+    def cancel_pending(self, futures: Sequence[Future[Any]] | None = None) -> int:
         """Cancel pending *futures* (default: every live one); return how many were cancelled."""
         if futures is None:
             with self.lock:
                 futures = [r.future for r in self.live.values() if r.future is not None]
         return sum(future.cancel() for future in futures)
 
-    def take_cell_futures(self) -> list[LiveFuture]:
+    def take_cell_futures(self) -> list[Future[Any]]:
         """Return and forget the futures submitted since the last call (one cell's worth)."""
-        with self.lock:
-            futures, self.cell_futures = self.cell_futures, []
-        return futures
+        futures, self.cell_futures = self.cell_futures, deque()
+        return list(futures)
 
     def _move(self, record: TaskRecord, state: str) -> bool:
         if state not in _NEXT.get(record.state, ()):
@@ -298,10 +325,9 @@ class Tracker(_Observable):
         return True
 
     def _notify(self, record: TaskRecord) -> None:
-        record.notify()
-        if record.group is not None:
-            record.group.notify()
-        self.notify()
+        for observable in (record, record.group, self):
+            if observable is not None and observable.listeners:
+                observable.notify()
 
 
 def _worker_name(thread: str, pid: int) -> str:
@@ -330,7 +356,7 @@ class LiveFuture(Future):
     def __init__(self, record: TaskRecord, inner: Future[Any], tracker: Tracker) -> None:
         super().__init__()
         self.record = record
-        self._inner = inner
+        self._inner: Future[Any] | None = inner
         self._tracker = tracker
 
     @property
@@ -360,17 +386,19 @@ class LiveFuture(Future):
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started; return whether it was cancelled."""
-        return self._inner.cancel()
+        inner = self._inner
+        return inner is not None and inner.cancel()
 
     def __await__(self) -> Any:
         return asyncio.wrap_future(self).__await__()
 
     def _settle(self, inner: Future[Any]) -> None:
         self._tracker.settle(self.record, inner)
+        self._inner = None
         if inner.cancelled():
             super().cancel()
         elif (error := inner.exception()) is not None:
-            self.set_exception(_original(error) if self.record.original_errors else error)
+            self.set_exception(_original(error))
         else:
             self.set_result(inner.result())
 

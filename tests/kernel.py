@@ -130,11 +130,12 @@ class Kernel:
     # region Lifecycle
 
     def descendants(self) -> list[psutil.Process]:
-        """Live child processes of the kernel (recursively)."""
+        """Running child processes of the kernel (recursively; zombies do not count)."""
         try:
-            return psutil.Process(self.pid).children(recursive=True)
+            children = psutil.Process(self.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+        return [child for child in children if _running(child.pid)]
 
     def shutdown(self, restart: bool = False) -> None:
         """Ask the kernel to shut down (or restart) the way a frontend does."""

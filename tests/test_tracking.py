@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from contextlib import nullcontext
 
 import pytest
 
@@ -12,8 +13,10 @@ from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import Tracker
 
 
-def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None):
-    record = tracker.new_record(name, args, kwargs or {}, backend="thread", map_index=map_index)
+def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None, direct=True, group=None):
+    """Submit through the tracker as dnb.submit does (direct) or as daglite's map_tasks does."""
+    with tracker.direct(group) if direct else nullcontext():
+        record = tracker.new_record(name, args, kwargs or {}, backend="thread", map_index=map_index)
     inner = Future()
     return tracker.track(inner, record), inner
 
@@ -86,20 +89,21 @@ def test_map_indexed_calls_form_automatic_groups():
     tracker = Tracker()
     seen = []
     tracker.on_fan_out = seen.append
-    first = [_submit(tracker, map_index=i)[0] for i in range(3)]
-    second = [_submit(tracker, map_index=i)[0] for i in range(2)]
-    single, _ = _submit(tracker)
+    first = [_submit(tracker, map_index=i, direct=False) for i in range(3)]
+    second = [_submit(tracker, map_index=i, direct=False) for i in range(2)]
     assert [g.total for g in seen] == [3, 2]
-    assert {f.record.group for f in first} == {seen[0]}
-    assert {f.record.group for f in second} == {seen[1]}
-    assert single.record.group is None
+    # daglite's own futures come back as they are; the tracker follows them.
+    assert all(type(future) is Future for future, _ in first + second)
+    for _, inner in first:
+        inner.set_result(None)
+    assert seen[0].done == 3 and seen[0].ended is not None and seen[1].done == 0
+    assert tracker.counts["finished"] == 3 and tracker.counts["pending"] == 2
 
 
 def test_group_counts_failures_and_end():
     tracker = Tracker()
     group = TaskGroup("work", "thread")
-    with tracker.direct(group):
-        pairs = [_submit(tracker, map_index=i) for i in range(5)]
+    pairs = [_submit(tracker, map_index=i, group=group) for i in range(5)]
     for index, (_, inner) in enumerate(pairs):
         if index < 4:
             inner.set_exception(RuntimeError(str(index)))
@@ -117,15 +121,14 @@ def test_direct_calls_raise_the_original_exception():
     from daglite.exceptions import TaskError
 
     tracker = Tracker()
-    with tracker.direct():
-        direct, inner = _submit(tracker)
+    direct, inner = _submit(tracker)
     try:
         raise TaskError("Task failed") from KeyError("original")
     except TaskError as error:
         inner.set_exception(error)
     with pytest.raises(KeyError, match="original"):
         direct.result()
-    wrapped, inner = _submit(tracker)
+    wrapped, inner = _submit(tracker, direct=False)
     inner.set_exception(TaskError("kept"))
     with pytest.raises(TaskError):
         wrapped.result()

@@ -44,6 +44,8 @@ class Flusher:
 
     def mark(self, view: View, delay: float = 0.0) -> None:
         """Ask for *view* to be refreshed in *delay* seconds, or as soon as its throttle allows."""
+        if not delay and view in self._due:  # already due: that refresh will read the news
+            return
         with self._wake:
             due = max(time.monotonic() + delay, self._last.get(view, 0.0) + self.interval)
             if due < self._due.get(view, float("inf")):

@@ -125,10 +125,7 @@ def group_live_html(group: TaskGroup) -> str:
         f"{state_badge(state)} <code>{html.escape(group.label)}</code> × {group.total}"
         f" on {html.escape(group.backend)} {bar} {' · '.join(facts)}"
     )
-    failures = "".join(
-        failure_details(r.future.exception() if r.future and r.future.done() else None)
-        for r in group.failures
-    )
+    failures = "".join(failure_details(record.error) for record in group.failures)
     return f'<div class="daglite-nb-group">{head}{failures}</div>'
 
 
