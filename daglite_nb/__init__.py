@@ -10,7 +10,9 @@ Load it in a notebook with `%load_ext daglite_nb`, or use the same API from Pyth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from typing import Any
@@ -28,6 +30,7 @@ __all__ = [
     "list_backends",
     "load_ipython_extension",
     "map",
+    "panel",
     "register_backend",
     "start",
     "status",
@@ -36,6 +39,7 @@ __all__ = [
     "unload_ipython_extension",
     "use",
     "using",
+    "wait",
 ]
 
 
@@ -124,6 +128,34 @@ def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFuture
     from daglite_nb import session
 
     return session.require().map(task, iterables, backend)
+
+
+async def wait(
+    futures: Iterable[Future[Any]], timeout: float | None = None
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """Wait for *futures* without holding the kernel: `done, pending = await dnb.wait(futs)`.
+
+    Unlike `concurrent.futures.wait`, this lets the kernel handle widget clicks (the panel's
+    buttons, cancel buttons) while the cell waits.
+    """
+    import asyncio
+
+    futures = list(futures)
+    if not futures:
+        return set(), set()
+    wrapped = {asyncio.wrap_future(future): future for future in futures}
+    done, pending = await asyncio.wait(wrapped, timeout=timeout)
+    return {wrapped[f] for f in done}, {wrapped[f] for f in pending}
+
+
+# region Panel
+
+
+def panel() -> Any:
+    """Return the kernel's panel: watch the session, switch backends, start/stop, cancel."""
+    from daglite_nb.display.panel import panel as kernel_panel
+
+    return kernel_panel()
 
 
 # region Backends

@@ -45,6 +45,11 @@ def started_backends(manager: BackendManager) -> dict[str, Backend]:
     return dict(manager._backends)
 
 
+def forget_backend(manager: BackendManager, name: str) -> Backend | None:
+    """Remove backend *name* from *manager*'s started ones (the next `get` starts it anew)."""
+    return manager._backends.pop(name, None)
+
+
 def runs_event_loop(func: Callable[..., Any]) -> bool:
     """Tell whether *func* is daglite's wrapper that calls `asyncio.run` (async tasks in maps)."""
     return isinstance(func, (_AsyncWrapper, _AsyncGeneratorWrapper))

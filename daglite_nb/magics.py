@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--backend", metavar="NAME", help="backend for this call")
     submit.add_argument("call", nargs=argparse.REMAINDER, help="a call, e.g. task_fn(1, y=2)")
 
+    commands.add_parser("panel", help="show the panel: watch the session, switch backends")
     commands.add_parser("status", help="show the session: backend, state, uptime")
     commands.add_parser("backends", help="list every usable backend; the active one is marked")
     commands.add_parser("stop", help="end the session: cancel pending tasks, stop backends")
@@ -139,6 +140,9 @@ class DagliteMagics(Magics):
             _, backend, source = [*source.split(maxsplit=2), "", ""][:3]
         task, args, kwargs = _evaluate_call(source, self.shell.user_ns)
         return daglite_nb.submit(task, *args, backend=backend or None, **kwargs)
+
+    def _panel(self, args: argparse.Namespace) -> Any:
+        return daglite_nb.panel()
 
     def _status(self, args: argparse.Namespace) -> Any:
         return daglite_nb.status()

@@ -15,6 +15,7 @@ import dataclasses
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any
@@ -77,13 +78,15 @@ class SessionOptions:
 
     def settings(self) -> Any:
         """Return daglite settings with this session's worker counts applied."""
-        overrides = {
-            "max_backend_threads": self.max_threads,
-            "max_parallel_processes": self.max_processes,
-        }
-        return dataclasses.replace(
-            get_global_settings(), **{k: v for k, v in overrides.items() if v is not None}
-        )
+        return dataclasses.replace(get_global_settings(), **_settings_overrides(self))
+
+
+def _settings_overrides(options: SessionOptions) -> dict[str, int]:
+    overrides = {
+        "max_backend_threads": options.max_threads,
+        "max_parallel_processes": options.max_processes,
+    }
+    return {name: value for name, value in overrides.items() if value is not None}
 
 
 # region Status
@@ -170,7 +173,35 @@ class NotebookSession:
         with self._lock:
             backend = self.backend_instance(name)
             self._daglite.backend = backend.name
+        _changed()
         return backend.name
+
+    def configure(self, **settings: Any) -> None:
+        """Change worker counts (`max_threads`, `max_processes`) for backends started later.
+
+        A backend already running keeps its size until `restart_backend`.
+        """
+        options = SessionOptions.from_kwargs(**settings)
+        with self._lock:
+            self._daglite.settings = dataclasses.replace(
+                self._daglite.settings, **_settings_overrides(options)
+            )
+
+    def restart_backend(self, name: str | None = None) -> str:
+        """Stop backend *name* (default: the session's) and start it again.
+
+        Its pending tasks are cancelled; the new instance uses the current settings. This is
+        the way out after a process pool broke.
+        """
+        entry = registry.resolve(name or self.backend)
+        with self._lock:
+            self._require_open()
+            stale = _daglite.forget_backend(self._manager, entry.name)
+            if stale is not None:
+                stale.stop()
+            self.backend_instance(entry.name)
+        _changed()
+        return entry.name
 
     def backend_instance(self, name: str | None = None) -> Backend:
         """Return backend *name* (default: the session's), started.
@@ -307,6 +338,14 @@ _lock = threading.RLock()
 _current: NotebookSession | None = None
 _exit_hook_installed = False
 
+listeners: list[Callable[[], None]] = []
+"""Called after the kernel's session starts, stops or switches its default backend."""
+
+
+def _changed() -> None:
+    for listener in list(listeners):
+        listener()
+
 
 def current() -> NotebookSession | None:
     """Return the open session of this kernel, if any."""
@@ -341,6 +380,7 @@ def start(**kwargs: Any) -> NotebookSession:
         _current = session
         _install_exit_hook()
     session.enter_cell()
+    _changed()
     return session
 
 
@@ -352,6 +392,7 @@ def stop(grace: float = STOP_GRACE_SECONDS) -> None:
         _current = None
     _daglite.apply_session(None, None)
     session.close(grace)
+    _changed()
 
 
 def status() -> SessionStatus:

@@ -135,3 +135,54 @@ def _group_state(group: TaskGroup) -> str:
     if group.counts[FAILED]:
         return FAILED
     return CANCELLED if group.counts[CANCELLED] else FINISHED
+
+
+# region Panel
+
+
+def panel_header_html(state: str, session_id: str, uptime: float | None) -> str:
+    """Session state, short id and uptime."""
+    colour = STYLE[FINISHED][1] if state == "open" else STYLE[PENDING][1]
+    facts = [f'<b style="color:{colour}">● {html.escape(state)}</b>']
+    if session_id:
+        facts.append(f"<code>{html.escape(session_id)}</code>")
+    if uptime is not None:
+        facts.append(f"up {seconds(uptime)}")
+    return "daglite session " + " · ".join(facts)
+
+
+def panel_counts_html(counts: dict[str, int]) -> str:
+    """Counters by state, each with its icon and colour."""
+    cells = [
+        f'<span style="color:{STYLE[state][1]};margin-right:12px">'
+        f"{STYLE[state][0]} {state} <b>{counts.get(state, 0)}</b></span>"
+        for state in STYLE
+    ]
+    return "".join(cells)
+
+
+def panel_table_html(records: list[TaskRecord]) -> str:
+    """The most recent tasks: call, backend, worker, state, elapsed, submitting cell."""
+    if not records:
+        return '<i style="color:#6b7280">no tasks yet</i>'
+    head = "".join(
+        f'<th style="text-align:left;padding:0 8px">{name}</th>'
+        for name in ("call", "backend", "worker", "state", "elapsed", "cell")
+    )
+    rows = "".join(
+        "<tr>"
+        f'<td style="padding:0 8px"><code>{html.escape(r.call)}</code></td>'
+        f'<td style="padding:0 8px">{html.escape(r.backend)}</td>'
+        f'<td style="padding:0 8px">{html.escape(r.worker or "-")}</td>'
+        f'<td style="padding:0 8px">{state_badge(r.state)}</td>'
+        f'<td style="padding:0 8px">{seconds(r.elapsed)}</td>'
+        f'<td style="padding:0 8px">{"-" if r.cell is None else f"[{r.cell}]"}</td>'
+        "</tr>"
+        for r in records
+    )
+    return f'<table style="font-size:12px"><tr>{head}</tr>{rows}</table>'
+
+
+def panel_text(state: str, backend: str | None) -> str:
+    """The plain-text fallback of the panel: no ids, no timings, no counts."""
+    return f"<daglite panel: session {state}" + (f", backend {backend}>" if backend else ">")

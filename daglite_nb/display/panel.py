@@ -1,0 +1,188 @@
+"""The daglite panel: one widget bound to the kernel's session, whichever session that is."""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+import ipywidgets as widgets
+from IPython.core.error import UsageError
+
+from daglite_nb import session
+from daglite_nb.backends import registry
+from daglite_nb.display import render
+from daglite_nb.display.flusher import flusher
+from daglite_nb.display.widgets import bundle
+
+TABLE_ROWS = 10
+"""How many recent tasks the table shows."""
+
+
+class Panel:
+    """The panel's widgets and the controls' actions. There is one per kernel (`panel()`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tracker: Any = None
+        self.header = widgets.HTML()
+        self.backend = widgets.Dropdown(description="backend", layout={"width": "220px"})
+        self.error = widgets.HTML()
+        self.threads = widgets.BoundedIntText(
+            value=0, min=0, max=1024, description="threads", layout={"width": "160px"}
+        )
+        self.processes = widgets.BoundedIntText(
+            value=0, min=0, max=1024, description="processes", layout={"width": "160px"}
+        )
+        self.start = _button("start session", "play", self._start)
+        self.stop = _button("stop session", "stop", self._stop)
+        self.restart = _button("restart backend", "refresh", self._restart)
+        self.cancel = _button("cancel pending", "ban", self._cancel)
+        self.counts = widgets.HTML()
+        self.table = widgets.HTML()
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.header, self.backend, self.error]),
+                widgets.HBox([self.threads, self.processes, widgets.HTML(_SETTINGS_HINT)]),
+                widgets.HBox([self.start, self.stop, self.restart, self.cancel]),
+                self.counts,
+                self.table,
+            ],
+            layout={"border": "1px solid #d1d5db", "padding": "6px"},
+        )
+        self.backend.observe(self._picked, names="value")
+        session.listeners.append(self.changed)
+        self._sync_backends()
+        self.refresh()
+
+    # region Refreshing
+
+    def changed(self) -> None:
+        """Ask the flusher for a refresh (the session or its tasks changed)."""
+        flusher().mark(self)
+
+    def refresh(self) -> bool:
+        """Show the current session; keep the clocks ticking while tasks are live."""
+        current = session.current()
+        self._bind(current)
+        if current is None:
+            self.header.value = render.panel_header_html("stopped", "", None)
+            self.counts.value = render.panel_counts_html({})
+            status_backend = None
+        else:
+            status = current.status()
+            self.header.value = render.panel_header_html("open", status.session_id, status.uptime)
+            tracker = current.tracker
+            with tracker.lock:
+                counts = dict(tracker.counts)
+                records = [*tracker.recent, *tracker.live.values()][-TABLE_ROWS:]
+            self.counts.value = render.panel_counts_html(counts)
+            self.table.value = render.panel_table_html(records[::-1])
+            status_backend = current.backend
+        self._show_backend(status_backend)
+        for button in (self.stop, self.restart, self.cancel):
+            button.disabled = current is None
+        self.start.disabled = current is not None
+        return current is not None and bool(current.tracker.live)
+
+    def _bind(self, current: session.NotebookSession | None) -> None:
+        """Follow the tracker of the session that is open now (sessions come and go)."""
+        tracker = current.tracker if current is not None else None
+        if tracker is self._tracker:
+            return
+        if self._tracker is not None and self.changed in self._tracker.listeners:
+            self._tracker.listeners.remove(self.changed)
+        if tracker is not None:
+            tracker.listeners.append(self.changed)
+        self._tracker = tracker
+
+    def _sync_backends(self) -> None:
+        names = [entry.name for entry in registry.entries()]
+        if list(self.backend.options) != names:
+            with self._quietly():
+                self.backend.options = names
+
+    def _show_backend(self, name: str | None) -> None:
+        self._sync_backends()
+        if name is not None and self.backend.value != name:
+            with self._quietly():
+                self.backend.value = name
+
+    # region Actions
+
+    def _picked(self, change: dict[str, Any]) -> None:
+        if self._lock.locked() or change["new"] is None:
+            return
+        current = session.current()
+        if current is None:
+            self.error.value = ""  # the pick becomes the backend of the next start
+            return
+        self._act(lambda: (self._configure(current), current.use(change["new"])))
+
+    def _start(self) -> None:
+        self._act(
+            lambda: session.start(
+                backend=self.backend.value,
+                max_threads=self.threads.value or None,
+                max_processes=self.processes.value or None,
+            )
+        )
+
+    def _stop(self) -> None:
+        self._act(session.stop)
+
+    def _restart(self) -> None:
+        current = session.require()
+        self._act(lambda: (self._configure(current), current.restart_backend()))
+
+    def _cancel(self) -> None:
+        self._act(lambda: session.require().tracker.cancel_pending())
+
+    def _configure(self, current: session.NotebookSession) -> None:
+        current.configure(
+            max_threads=self.threads.value or None, max_processes=self.processes.value or None
+        )
+
+    def _act(self, action: Any) -> None:
+        """Run a control's action; a mistake shows in the panel, never as a traceback."""
+        try:
+            action()
+        except UsageError as exc:
+            self.error.value = f'<span style="color:#b91c1c">{html.escape(str(exc))}</span>'
+        else:
+            self.error.value = ""
+        self.changed()
+
+    def _quietly(self) -> Any:
+        return self._lock
+
+    # region Display
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        current = session.current()
+        state, backend = ("open", current.backend) if current else ("stopped", None)
+        text = render.panel_text(state, backend)
+        return bundle(self.widget, text, f"<code>{html.escape(text)}</code>")
+
+
+_SETTINGS_HINT = (
+    '<span style="color:#6b7280;font-size:12px">worker counts (0 = default) apply when a '
+    "backend starts or restarts</span>"
+)
+
+
+def _button(description: str, icon: str, action: Any) -> widgets.Button:
+    button = widgets.Button(description=description, icon=icon, layout={"width": "auto"})
+    button.on_click(lambda _: action())
+    return button
+
+
+_panel: Panel | None = None
+
+
+def panel() -> Panel:
+    """Return the kernel's panel, creating it on first use."""
+    global _panel
+    if _panel is None:
+        _panel = Panel()
+    return _panel
