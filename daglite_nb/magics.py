@@ -107,7 +107,8 @@ class DagliteMagics(Magics):
             raise UsageError("--backend alone is for the cell magic: %%daglite --backend NAME.")
         if args.command is None:
             raise UsageError(
-                "Name a command: start, use, submit, status, backends or stop; see %daglite --help."
+                "Name a command: start, use, submit, panel, status, backends or stop; "
+                "see %daglite --help."
             )
         return getattr(self, f"_{args.command}")(args)
 
