@@ -8,6 +8,7 @@ from IPython import get_ipython
 
 from daglite_nb import _daglite
 from daglite_nb import session
+from daglite_nb.display.flusher import flush_pending
 
 
 def pre_run_cell(info: Any = None) -> None:
@@ -21,10 +22,11 @@ def pre_run_cell(info: Any = None) -> None:
 
 
 def post_run_cell(result: Any) -> None:
-    """Cancel the pending futures of a cell that the user interrupted."""
+    """Cancel the futures of an interrupted cell; push the cell's last widget changes."""
     current = session.current()
     if current is not None and isinstance(result.error_in_exec, KeyboardInterrupt):
         current.cancel_cell()
+    flush_pending()
 
 
 HOOKS = {"pre_run_cell": pre_run_cell, "post_run_cell": post_run_cell}

@@ -13,6 +13,7 @@ import os
 import reprlib
 import threading
 import time
+import traceback
 from collections import Counter
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
+from typing import NamedTuple
 
 PENDING = "pending"
 RUNNING = "running"
@@ -58,11 +60,19 @@ class _Observable:
     __slots__ = ("listeners",)
 
     def __init__(self) -> None:
-        self.listeners: list[Listener] = []
+        self.listeners: tuple[Listener, ...] = ()
+
+    def listen(self, listener: Listener) -> None:
+        """Call *listener* after every change."""
+        self.listeners = (*self.listeners, listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        """Stop calling *listener*."""
+        self.listeners = tuple(known for known in self.listeners if known is not listener)
 
     def notify(self) -> None:
         """Tell every listener that this object changed."""
-        for listener in list(self.listeners):
+        for listener in self.listeners:
             listener()
 
 
@@ -143,6 +153,20 @@ class TaskRecord(_Observable):
         return max((self.ended or time.time()) - begin, 0.0)
 
 
+class Failure(NamedTuple):
+    """A failure as a fan-out shows it: one line, and the traceback to fold open."""
+
+    summary: str
+    traceback: str
+
+    @classmethod
+    def of(cls, error: BaseException | None) -> Failure:
+        """Format *error* now."""
+        if error is None:
+            return cls("", "")
+        return cls(f"{type(error).__name__}: {error}", "".join(traceback.format_exception(error)))
+
+
 class TaskGroup(_Observable):
     """A fan-out: counts by state over its records, and its first failures."""
 
@@ -152,7 +176,7 @@ class TaskGroup(_Observable):
         self.backend = backend
         self.total = 0
         self.counts: Counter[str] = Counter()
-        self.failures: list[TaskRecord] = []
+        self.failures: list[Failure] = []
         self.created = time.time()
         self.ended: float | None = None
 
@@ -221,7 +245,7 @@ class Tracker(_Observable):
         map_index: int | None,
     ) -> TaskRecord:
         """Create and count a pending record for a call about to be submitted."""
-        group = self._group_for(map_index, name, backend)
+        group, fresh = self._group_for(map_index, name, backend)
         with self.lock:
             record = TaskRecord(
                 next(self._ids),
@@ -239,6 +263,8 @@ class Tracker(_Observable):
             if group is not None:
                 group.total += 1
                 group.counts[PENDING] += 1
+        if fresh and self.on_fan_out is not None:
+            self.on_fan_out(group)  # type: ignore[arg-type]
         self._notify(record)
         return record
 
@@ -255,16 +281,19 @@ class Tracker(_Observable):
         finally:
             self._local.direct, self._local.explicit = False, None
 
-    def _group_for(self, map_index: int | None, name: str, backend: str) -> TaskGroup | None:
-        explicit = getattr(self._local, "explicit", None)
+    def _group_for(
+        self, map_index: int | None, name: str, backend: str
+    ) -> tuple[TaskGroup | None, bool]:
+        """The group a call joins, and whether it is a new automatic fan-out."""
+        local = self._local
+        explicit = getattr(local, "explicit", None)
         if explicit is not None or map_index is None:
-            self._local.auto = None
-            return explicit
+            local.auto = None
+            return explicit, False
         if map_index == 0:
-            self._local.auto = TaskGroup(name, backend)
-            if self.on_fan_out is not None:
-                self.on_fan_out(self._local.auto)
-        return getattr(self._local, "auto", None)
+            local.auto = TaskGroup(name, backend)
+            return local.auto, True
+        return getattr(local, "auto", None), False
 
     # region State changes
 
@@ -290,14 +319,16 @@ class Tracker(_Observable):
             record.ended = time.time()
             record.future = None  # no cycle between records and futures once settled
             if state == FAILED:
-                record.error = inner.exception()
+                error = inner.exception()
+                record.error = _original(error) if record.direct else error
             self._move(record, state)
             del self.live[record.id]
             self.recent.append(record)
             group = record.group
             if group is not None:
                 if state == FAILED and len(group.failures) < GROUP_FAILURES:
-                    group.failures.append(record)
+                    # Formatted now: the exception may be re-raised and grow later frames.
+                    group.failures.append(Failure.of(record.error))
                 if group.done == group.total:
                     group.ended = record.ended
         self._notify(record)
@@ -315,12 +346,16 @@ class Tracker(_Observable):
         return list(futures)
 
     def _move(self, record: TaskRecord, state: str) -> bool:
-        if state not in _NEXT.get(record.state, ()):
+        old = record.state
+        if state not in _NEXT.get(old, ()):
             return False
-        for counts in (self.counts, record.group.counts if record.group else None):
-            if counts is not None:
-                counts[record.state] -= 1
-                counts[state] += 1
+        counts = self.counts
+        counts[old] -= 1
+        counts[state] += 1
+        if record.group is not None:
+            counts = record.group.counts
+            counts[old] -= 1
+            counts[state] += 1
         record.state = state
         return True
 
@@ -387,7 +422,7 @@ class LiveFuture(Future):
     def cancel(self) -> bool:
         """Cancel the task if it has not started; return whether it was cancelled."""
         inner = self._inner
-        return inner is not None and inner.cancel()
+        return self.cancelled() or (inner is not None and inner.cancel())
 
     def __await__(self) -> Any:
         return asyncio.wrap_future(self).__await__()

@@ -48,6 +48,7 @@ def test_failure_and_cancel_and_late_start_report():
     assert failing.state == "failed"
     cancelled, _ = _submit(tracker)
     assert cancelled.cancel() and cancelled.cancelled() and cancelled.state == "cancelled"
+    assert cancelled.cancel(), "cancelling twice still says cancelled, like Future.cancel"
     assert tracker.counts["failed"] == tracker.counts["cancelled"] == 1
 
 
@@ -111,6 +112,8 @@ def test_group_counts_failures_and_end():
             inner.set_result(index)
     assert group.total == group.done == 5 and group.ended is not None
     assert group.counts["failed"] == 4 and len(group.failures) == 3
+    assert group.failures[0].summary == "RuntimeError: 0"
+    assert group.failures[0].traceback == "RuntimeError: 0\n"  # never raised: no frames
     futures = LiveFutureGroup(group, [f for f, _ in pairs])
     assert len(futures) == 5 and futures[4].result() == 4
     with pytest.raises(RuntimeError, match="0"):

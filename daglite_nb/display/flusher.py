@@ -52,6 +52,30 @@ class Flusher:
                 self._due[view] = due
                 self._wake.notify()
 
+    def flush(self) -> None:
+        """Refresh every view with a pending change now, in this thread.
+
+        Called at the end of each cell, so the final state is sent while the cell is still
+        the parent of the messages (tools that save widget state, like nbconvert, keep it).
+        """
+        with self._wake:
+            ready = list(self._due)
+            self._due.clear()
+            now = time.monotonic()
+            for view in ready:
+                self._last[view] = now
+        self._refresh(ready)
+
+    def _refresh(self, views: list[View]) -> None:
+        for view in views:
+            try:
+                ticking = view.refresh()
+            except Exception:
+                logger.exception("daglite-nb could not refresh a widget")
+                ticking = False
+            if ticking:
+                self.mark(view, self.tick)
+
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -63,14 +87,7 @@ class Flusher:
                 for view in ready:
                     del self._due[view]
                     self._last[view] = now
-            for view in ready:
-                try:
-                    ticking = view.refresh()
-                except Exception:
-                    logger.exception("daglite-nb could not refresh a widget")
-                    ticking = False
-                if ticking:
-                    self.mark(view, self.tick)
+            self._refresh(ready)
 
 
 _flusher: Flusher | None = None
@@ -84,3 +101,9 @@ def flusher() -> Flusher:
         if _flusher is None:
             _flusher = Flusher()
         return _flusher
+
+
+def flush_pending() -> None:
+    """Push pending widget changes now, if any widget was ever shown (never starts a thread)."""
+    if _flusher is not None:
+        _flusher.flush()

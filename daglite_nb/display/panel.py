@@ -90,10 +90,10 @@ class Panel:
         tracker = current.tracker if current is not None else None
         if tracker is self._tracker:
             return
-        if self._tracker is not None and self.changed in self._tracker.listeners:
-            self._tracker.listeners.remove(self.changed)
+        if self._tracker is not None:
+            self._tracker.unlisten(self.changed)
         if tracker is not None:
-            tracker.listeners.append(self.changed)
+            tracker.listen(self.changed)
         self._tracker = tracker
 
     def _sync_backends(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import reprlib
-import traceback
 from concurrent.futures import Future
 from typing import Any
 
@@ -13,6 +12,7 @@ from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import FINISHED
 from daglite_nb.tracking import PENDING
 from daglite_nb.tracking import RUNNING
+from daglite_nb.tracking import Failure
 from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import TaskRecord
 
@@ -79,16 +79,16 @@ def _outcome(record: TaskRecord, future: Future[Any]) -> str:
         value = html.escape(_result_repr.repr(future.result()))
         return f" → <code>{value}</code>"
     if record.state == FAILED and future.done():
-        return failure_details(future.exception())
+        return failure_details(Failure.of(future.exception()))
     return ""
 
 
-def failure_details(error: BaseException | None) -> str:
+def failure_details(failure: Failure) -> str:
     """The exception in one line; its traceback folds open on click."""
-    if error is None:
+    if not failure.summary:
         return ""
-    summary = html.escape(f"{type(error).__name__}: {error}")
-    trace = html.escape("".join(traceback.format_exception(error)))
+    summary = html.escape(failure.summary)
+    trace = html.escape(failure.traceback)
     return (
         f'<details><summary style="color:{STYLE[FAILED][1]}">{summary}</summary>'
         f'<pre style="font-size:11px;white-space:pre-wrap">{trace}</pre></details>'
@@ -125,7 +125,7 @@ def group_live_html(group: TaskGroup) -> str:
         f"{state_badge(state)} <code>{html.escape(group.label)}</code> × {group.total}"
         f" on {html.escape(group.backend)} {bar} {' · '.join(facts)}"
     )
-    failures = "".join(failure_details(record.error) for record in group.failures)
+    failures = "".join(failure_details(failure) for failure in group.failures)
     return f'<div class="daglite-nb-group">{head}{failures}</div>'
 
 

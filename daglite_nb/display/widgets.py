@@ -27,7 +27,7 @@ class FutureView:
         self.cancel.on_click(lambda _: future.cancel())
         self.widget = widgets.HBox([self.line, self.cancel])
         self._show_cancel(future.record.state == PENDING)
-        future.record.listeners.append(self._changed)
+        future.record.listen(self._changed)
         self._changed()
 
     def refresh(self) -> bool:
@@ -50,7 +50,7 @@ class GroupView:
     def __init__(self, group: TaskGroup) -> None:
         self.group = group
         self.widget = widgets.HTML(render.group_live_html(group))
-        group.listeners.append(self._changed)
+        group.listen(self._changed)
         self._changed()
 
     def refresh(self) -> bool:
