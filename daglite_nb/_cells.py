@@ -18,7 +18,8 @@ def pre_run_cell(info: Any = None) -> None:
         _daglite.apply_session(None, None)
     else:
         shell = get_ipython()
-        current.enter_cell(shell.execution_count if shell is not None else None)
+        # IPython has already counted this cell: its own number is one less.
+        current.enter_cell(shell.execution_count - 1 if shell is not None else None)
 
 
 def post_run_cell(result: Any) -> None:

@@ -47,7 +47,7 @@ def test_help_is_generated_from_the_arguments(ip, capsys):
         ("launch", "invalid choice: 'launch'"),
         ("use thread", "No daglite session is open; start one with %daglite start"),
         ("stop", "No daglite session is open"),
-        ("start --backend nope", "Unknown backend 'nope'; choose one of: inline, process, thread."),
+        ("start --backend nope", "Unknown backend 'nope'; choose one of: "),
         ("start --max-threads 0", "expected a positive integer, got '0'"),
         ("start --max-processes lots", "expected a positive integer, got 'lots'"),
         ("start --colour blue", "Unrecognized arguments: --colour blue"),
@@ -65,7 +65,7 @@ def test_mistakes_without_a_session_are_usage_errors(ip, line, message):
     ("line", "message"),
     [
         ("start", "A daglite session is already open (backend 'inline'); switch backends with"),
-        ("use nope", "Unknown backend 'nope'; choose one of: inline, process, thread."),
+        ("use nope", "Unknown backend 'nope'; choose one of: "),
         ("use", "The following arguments are required: name"),
     ],
 )
@@ -86,6 +86,13 @@ def test_python_api_mistakes_are_usage_errors(ip, session):
     with pytest.raises(UsageError, match="must be an identifier"):
         daglite_nb.register_backend("my backend", object)
     assert daglite_nb.status().backend == "inline"
+
+
+def test_unknown_backend_lists_every_usable_name(ip):
+    valid = ", ".join(entry.name for entry in daglite_nb.list_backends())
+    assert "inline, process, thread" in valid
+    with pytest.raises(UsageError, match=_literal(f"choose one of: {valid}.")):
+        magic(ip, "start --backend nope")
 
 
 def test_usage_error_shows_one_line_without_traceback(ip, capsys):
