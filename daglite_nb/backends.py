@@ -152,6 +152,7 @@ class _Tracked:
     """Mixin that records every call a backend runs and returns `LiveFuture`s."""
 
     _tracker: Tracker
+    _named: tuple[Any, str] = (None, "")
 
     def _submit(
         self,
@@ -162,8 +163,11 @@ class _Tracked:
         context: SubmitContext,
     ) -> Future[Any]:
         tracker = self._tracker
+        named = self._named
+        if named[0] is not func:  # a fan-out submits one callable many times: name it once
+            named = self._named = (func, _daglite.task_name(func))
         record = tracker.new_record(
-            _daglite.task_name(func), args, kwargs, backend=self.name, map_index=context.map_index
+            named[1], args, kwargs, backend=self.name, map_index=context.map_index
         )
         inner = super()._submit(ReportStart(func, record.id), args, kwargs, context=context)  # type: ignore[misc]
         return tracker.track(inner, record)

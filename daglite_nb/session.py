@@ -265,11 +265,10 @@ class NotebookSession:
         """Make this session the active daglite session of the current context; new cell."""
         _daglite.apply_session(self._daglite, self._manager)
         self.tracker.cell = cell
-        self.tracker.take_cell_futures()
 
     def cancel_cell(self) -> int:
-        """Cancel the pending futures the current cell submitted; return how many were cancelled."""
-        return self.tracker.cancel_pending(self.tracker.take_cell_futures())
+        """Cancel the pending tasks the current cell submitted; return how many were cancelled."""
+        return self.tracker.cancel_pending(self.tracker.cell)
 
     # region Status and teardown
 

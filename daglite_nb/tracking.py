@@ -44,6 +44,9 @@ CALL_WIDTH = 60
 
 Listener = Callable[[], None]
 
+_NO_MODE: tuple[bool, TaskGroup | None, TaskGroup | None] = (False, None, None)
+"""A thread's submission mode: daglite-nb's own calls?, their group, the automatic fan-out."""
+
 _short = reprlib.Repr()
 _short.maxstring = 24
 _short.maxother = 24
@@ -216,7 +219,6 @@ class Tracker(_Observable):
         self.live: dict[int, TaskRecord] = {}
         self.recent: deque[TaskRecord] = deque(maxlen=recent)
         self.cell: int | None = None
-        self.cell_futures: deque[Future[Any]] = deque()
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self._ids = itertools.count(1)
         self._local = threading.local()
@@ -231,7 +233,6 @@ class Tracker(_Observable):
         """
         future: Future[Any] = LiveFuture(record, inner, self) if record.direct else inner
         record.future = future
-        self.cell_futures.append(future)  # deque.append is atomic
         inner.add_done_callback(future._settle if record.direct else record.settle_callback(self))  # type: ignore[union-attr]
         return future
 
@@ -245,7 +246,16 @@ class Tracker(_Observable):
         map_index: int | None,
     ) -> TaskRecord:
         """Create and count a pending record for a call about to be submitted."""
-        group, fresh = self._group_for(map_index, name, backend)
+        direct, explicit, auto = getattr(self._local, "mode", _NO_MODE)
+        group, fresh = explicit, False
+        if explicit is None and map_index is not None:
+            if map_index == 0:
+                group, fresh = TaskGroup(name, backend), True
+                self._local.mode = (direct, None, group)
+            else:
+                group = auto
+        elif auto is not None:
+            self._local.mode = (direct, explicit, None)
         with self.lock:
             record = TaskRecord(
                 next(self._ids),
@@ -257,7 +267,7 @@ class Tracker(_Observable):
                 cell=self.cell,
                 group=group,
             )
-            record.direct = getattr(self._local, "direct", False)
+            record.direct = direct
             self.live[record.id] = record
             self.counts[PENDING] += 1
             if group is not None:
@@ -275,25 +285,11 @@ class Tracker(_Observable):
         Their futures raise a failed task's original exception (not daglite's `TaskError`), and
         their map-indexed calls join *group* instead of an automatic fan-out.
         """
-        self._local.direct, self._local.explicit = True, group
+        self._local.mode = (True, group, None)
         try:
             yield
         finally:
-            self._local.direct, self._local.explicit = False, None
-
-    def _group_for(
-        self, map_index: int | None, name: str, backend: str
-    ) -> tuple[TaskGroup | None, bool]:
-        """The group a call joins, and whether it is a new automatic fan-out."""
-        local = self._local
-        explicit = getattr(local, "explicit", None)
-        if explicit is not None or map_index is None:
-            local.auto = None
-            return explicit, False
-        if map_index == 0:
-            local.auto = TaskGroup(name, backend)
-            return local.auto, True
-        return getattr(local, "auto", None), False
+            self._local.mode = _NO_MODE
 
     # region State changes
 
@@ -333,17 +329,15 @@ class Tracker(_Observable):
                     group.ended = record.ended
         self._notify(record)
 
-    def cancel_pending(self, futures: Sequence[Future[Any]] | None = None) -> int:
-        """Cancel pending *futures* (default: every live one); return how many were cancelled."""
-        if futures is None:
-            with self.lock:
-                futures = [r.future for r in self.live.values() if r.future is not None]
+    def cancel_pending(self, cell: int | None = None) -> int:
+        """Cancel pending tasks (of cell *cell* only, if given); return how many were cancelled."""
+        with self.lock:
+            futures = [
+                r.future
+                for r in self.live.values()
+                if r.future is not None and (cell is None or r.cell == cell)
+            ]
         return sum(future.cancel() for future in futures)
-
-    def take_cell_futures(self) -> list[Future[Any]]:
-        """Return and forget the futures submitted since the last call (one cell's worth)."""
-        futures, self.cell_futures = self.cell_futures, deque()
-        return list(futures)
 
     def _move(self, record: TaskRecord, state: str) -> bool:
         old = record.state
