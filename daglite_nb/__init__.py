@@ -183,6 +183,7 @@ def register_backend(name: str, backend_class: type, aliases: tuple[str, ...] = 
     current = session.current()
     if current is not None:
         current.add_backend((name, *aliases), backend_class)
+    session.changed()
 
 
 # region IPython extension

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import logging
+import os
 import pickle
 import queue
 import signal
@@ -186,6 +187,9 @@ class DaskBackend(Backend):
     def _close(self) -> None:
         self._client.close(timeout=STOP_TIMEOUT_SECONDS)
         if self._cluster is not None:
+            # A graceful close retires each worker and takes 0.3 to 2 s on a busy machine;
+            # nothing on the workers is needed any more, so end their processes first.
+            self._cluster.sync(_end_worker_processes, list(self._cluster.workers.values()))
             self._cluster.close(timeout=STOP_TIMEOUT_SECONDS)
 
     @property
@@ -203,6 +207,14 @@ class DaskBackend(Backend):
             "scheduler": self._client.scheduler.address,
             "cluster": "local" if self._cluster is not None else "connected",
         }
+
+
+async def _end_worker_processes(nannies: list[Any]) -> None:
+    """Terminate the worker processes of a local cluster, telling their nannies not to restart."""
+    for nanny in nannies:
+        nanny.close_gracefully()
+        if nanny.pid:
+            os.kill(nanny.pid, signal.SIGTERM)
 
 
 # region Client side

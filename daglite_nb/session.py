@@ -173,19 +173,23 @@ class NotebookSession:
         with self._lock:
             backend = self.backend_instance(name)
             self._daglite.backend = backend.name
-        _changed()
+        changed()
         return backend.name
 
-    def configure(self, **settings: Any) -> None:
-        """Change worker counts (`max_threads`, `max_processes`) for backends started later.
+    def configure(self, max_threads: int | None, max_processes: int | None) -> None:
+        """Set worker counts (`None`: daglite's default) for backends started from now on.
 
         A backend already running keeps its size until `restart_backend`.
         """
-        options = SessionOptions.from_kwargs(**settings)
+        options = SessionOptions.from_kwargs(max_threads=max_threads, max_processes=max_processes)
         with self._lock:
-            self._daglite.settings = dataclasses.replace(
-                self._daglite.settings, **_settings_overrides(options)
-            )
+            self._daglite.settings = options.settings()
+
+    @property
+    def worker_counts(self) -> tuple[int, int]:
+        """Thread and process pool sizes that backends started from now on get."""
+        settings = self._daglite.settings
+        return settings.max_backend_threads, settings.max_parallel_processes
 
     def restart_backend(self, name: str | None = None) -> str:
         """Stop backend *name* (default: the session's) and start it again.
@@ -200,7 +204,7 @@ class NotebookSession:
             if stale is not None:
                 stale.stop()
             self.backend_instance(entry.name)
-        _changed()
+        changed()
         return entry.name
 
     def backend_instance(self, name: str | None = None) -> Backend:
@@ -341,7 +345,8 @@ listeners: list[Callable[[], None]] = []
 """Called after the kernel's session starts, stops or switches its default backend."""
 
 
-def _changed() -> None:
+def changed() -> None:
+    """Tell the listeners that the session (or what it can use) changed."""
     for listener in list(listeners):
         listener()
 
@@ -379,7 +384,7 @@ def start(**kwargs: Any) -> NotebookSession:
         _current = session
         _install_exit_hook()
     session.enter_cell()
-    _changed()
+    changed()
     return session
 
 
@@ -391,7 +396,7 @@ def stop(grace: float = STOP_GRACE_SECONDS) -> None:
         _current = None
     _daglite.apply_session(None, None)
     session.close(grace)
-    _changed()
+    changed()
 
 
 def status() -> SessionStatus:

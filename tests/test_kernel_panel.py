@@ -147,3 +147,21 @@ def test_table_shows_recent_tasks_escaped_with_their_cell(kernel):
     table = kernel.eval("panel.table.value")
     assert "&lt;i&gt;odd&lt;/i&gt;(2)" in table and "<i>odd" not in table
     assert f"[{cell}]" in table
+
+
+def test_late_registration_and_mistakes_show_in_the_panel(kernel):
+    _, ids = _open_panel(kernel)
+    kernel.ok(
+        "from daglite.backends.local import InlineBackend\n"
+        "class Late(InlineBackend):\n"
+        "    name = 'late'\n"
+        "dnb.register_backend('late', Late)"
+    )
+    assert "late" in kernel.eval("(time.sleep(0.3), list(panel.backend.options))[1]")
+    _click(kernel, ids["stop"])
+    kernel.drain(0.3)
+    _click(kernel, ids["restart"])  # no session: the panel says so, the kernel raises nothing
+    kernel.drain(0.5)
+    errors = [u["value"] for u in kernel.updates(ids["error"]) if "value" in u]
+    assert "No daglite session is open" in errors[-1]
+    assert kernel.eval("panel.table.value") == '<i style="color:#6b7280">no tasks yet</i>'

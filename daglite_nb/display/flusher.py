@@ -39,13 +39,15 @@ class Flusher:
         self._due: dict[View, float] = {}
         self._last: weakref.WeakKeyDictionary[View, float] = weakref.WeakKeyDictionary()
         self._wake = threading.Condition()
+        self._refreshing = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="daglite-nb-flusher", daemon=True)
         self._thread.start()
 
     def mark(self, view: View, delay: float = 0.0) -> None:
         """Ask for *view* to be refreshed in *delay* seconds, or as soon as its throttle allows."""
-        if not delay and view in self._due:  # already due: that refresh will read the news
-            return
+        due = self._due.get(view)
+        if not delay and due is not None and due <= time.monotonic() + self.interval:
+            return  # a refresh is coming within the throttle anyway: it will read the news
         with self._wake:
             due = max(time.monotonic() + delay, self._last.get(view, 0.0) + self.interval)
             if due < self._due.get(view, float("inf")):
@@ -67,14 +69,17 @@ class Flusher:
         self._refresh(ready)
 
     def _refresh(self, views: list[View]) -> None:
-        for view in views:
-            try:
-                ticking = view.refresh()
-            except Exception:
-                logger.exception("daglite-nb could not refresh a widget")
-                ticking = False
-            if ticking:
-                self.mark(view, self.tick)
+        with self._refreshing:  # the end-of-cell flush and the thread never interleave
+            ticking = [view for view in views if self._refresh_one(view)]
+        for view in ticking:
+            self.mark(view, self.tick)
+
+    def _refresh_one(self, view: View) -> bool:
+        try:
+            return view.refresh()
+        except Exception:
+            logger.exception("daglite-nb could not refresh a widget")
+            return False
 
     def _run(self) -> None:
         while True:

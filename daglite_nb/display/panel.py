@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as widgets
@@ -23,7 +25,7 @@ class Panel:
     """The panel's widgets and the controls' actions. There is one per kernel (`panel()`)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._quiet_thread: int | None = None
         self._tracker: Any = None
         self.header = widgets.HTML()
         self.backend = widgets.Dropdown(description="backend", layout={"width": "220px"})
@@ -68,6 +70,7 @@ class Panel:
         if current is None:
             self.header.value = render.panel_header_html("stopped", "", None)
             self.counts.value = render.panel_counts_html({})
+            self.table.value = render.panel_table_html([])
             status_backend = None
         else:
             status = current.status()
@@ -92,8 +95,9 @@ class Panel:
             return
         if self._tracker is not None:
             self._tracker.unlisten(self.changed)
-        if tracker is not None:
-            tracker.listen(self.changed)
+        if current is not None:
+            current.tracker.listen(self.changed)
+            self.threads.value, self.processes.value = current.worker_counts
         self._tracker = tracker
 
     def _sync_backends(self) -> None:
@@ -111,8 +115,8 @@ class Panel:
     # region Actions
 
     def _picked(self, change: dict[str, Any]) -> None:
-        if self._lock.locked() or change["new"] is None:
-            return
+        if self._quiet_thread == threading.get_ident() or change["new"] is None:
+            return  # the panel itself moved the dropdown
         current = session.current()
         if current is None:
             self.error.value = ""  # the pick becomes the backend of the next start
@@ -132,16 +136,18 @@ class Panel:
         self._act(session.stop)
 
     def _restart(self) -> None:
-        current = session.require()
-        self._act(lambda: (self._configure(current), current.restart_backend()))
+        def restart() -> None:
+            current = session.require()
+            self._configure(current)
+            current.restart_backend()
+
+        self._act(restart)
 
     def _cancel(self) -> None:
         self._act(lambda: session.require().tracker.cancel_pending())
 
     def _configure(self, current: session.NotebookSession) -> None:
-        current.configure(
-            max_threads=self.threads.value or None, max_processes=self.processes.value or None
-        )
+        current.configure(self.threads.value or None, self.processes.value or None)
 
     def _act(self, action: Any) -> None:
         """Run a control's action; a mistake shows in the panel, never as a traceback."""
@@ -153,8 +159,14 @@ class Panel:
             self.error.value = ""
         self.changed()
 
-    def _quietly(self) -> Any:
-        return self._lock
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Move widgets from here without taking it as the user's pick."""
+        self._quiet_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._quiet_thread = None
 
     # region Display
 
