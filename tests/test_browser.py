@@ -126,6 +126,10 @@ def test_panel_and_widgets_in_jupyterlab(lab):
 
         ARTIFACTS.mkdir(exist_ok=True)
         page.evaluate("document.activeElement && document.activeElement.blur()")
-        notebook.screenshot(path=str(ARTIFACTS / "panel.png"))
+        notebook.screenshot(path=str(ARTIFACTS / "notebook.png"))
+        panel_output = notebook.locator(".jp-CodeCell").nth(CELLS.index("%daglite panel"))
+        panel_output = panel_output.locator(".jp-OutputArea")
+        panel_output.scroll_into_view_if_needed()
+        panel_output.screenshot(path=str(ARTIFACTS / "panel.png"))
         browser.close()
     assert (ARTIFACTS / "panel.png").stat().st_size > 10_000

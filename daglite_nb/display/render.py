@@ -17,7 +17,7 @@ from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import TaskRecord
 
 STYLE = {
-    PENDING: ("⏳", "#6b7280"),
+    PENDING: ("○", "#6b7280"),
     RUNNING: ("▶", "#2563eb"),
     FINISHED: ("✔", "#15803d"),
     FAILED: ("✖", "#b91c1c"),
