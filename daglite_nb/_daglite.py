@@ -40,6 +40,16 @@ def apply_session(session: SessionContext | None, manager: BackendManager | None
     BackendManager._active.set(manager)
 
 
+def is_active(session: SessionContext) -> bool:
+    """Tell whether *session* is the active daglite session of the current context."""
+    return SessionContext.__var__.get() is session
+
+
+def started_backend(manager: BackendManager, name: str) -> Backend | None:
+    """Return backend *name* if *manager* has started it."""
+    return manager._backends.get(name)
+
+
 def started_backends(manager: BackendManager) -> dict[str, Backend]:
     """Return the backends *manager* has started, by the name they were requested under."""
     return dict(manager._backends)

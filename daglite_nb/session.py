@@ -214,6 +214,9 @@ class NotebookSession:
             UsageError: If the name is unknown or the backend cannot start.
         """
         entry = registry.resolve(name or self.backend)
+        started = _daglite.started_backend(self._manager, entry.name)
+        if started is not None and not self._closed:
+            return started
         with self._lock:
             self._require_open()
             try:
@@ -261,6 +264,8 @@ class NotebookSession:
     def _in_session(self, func: Any, *args: Any) -> Any:
         # Submissions from any thread (user threads, widget callbacks) carry the session,
         # so workers find daglite's reporter; a copy, as threads cannot share one Context.
+        if _daglite.is_active(self._daglite):
+            return func(*args)
         return self._context.copy().run(func, *args)
 
     # region Cells

@@ -17,10 +17,8 @@ import traceback
 from collections import Counter
 from collections import deque
 from collections.abc import Callable
-from collections.abc import Iterator
 from collections.abc import Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from typing import Any
 from typing import NamedTuple
 
@@ -209,6 +207,22 @@ class TaskGroup(_Observable):
 # region Tracker
 
 
+class _Direct:
+    """The `with` block of `Tracker.direct` (a class: cheaper than a generator per call)."""
+
+    __slots__ = ("_local", "_group")
+
+    def __init__(self, local: threading.local, group: TaskGroup | None) -> None:
+        self._local = local
+        self._group = group
+
+    def __enter__(self) -> None:
+        self._local.mode = (True, self._group, None)
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.mode = _NO_MODE
+
+
 class Tracker(_Observable):
     """All records of one session: live ones, a bounded tail of finished ones, and counts."""
 
@@ -278,18 +292,13 @@ class Tracker(_Observable):
         self._notify(record)
         return record
 
-    @contextmanager
-    def direct(self, group: TaskGroup | None = None) -> Iterator[None]:
-        """Mark the calls this thread submits inside the block as daglite-nb's own.
+    def direct(self, group: TaskGroup | None = None) -> _Direct:
+        """Mark the calls this thread submits inside a `with` block as daglite-nb's own.
 
         Their futures raise a failed task's original exception (not daglite's `TaskError`), and
         their map-indexed calls join *group* instead of an automatic fan-out.
         """
-        self._local.mode = (True, group, None)
-        try:
-            yield
-        finally:
-            self._local.mode = _NO_MODE
+        return _Direct(self._local, group)
 
     # region State changes
 
@@ -305,17 +314,18 @@ class Tracker(_Observable):
         if changed:
             self._notify(record)
 
-    def settle(self, record: TaskRecord, inner: Future[Any]) -> None:
-        """Record the final state of *inner* on *record*."""
+    def settle(self, record: TaskRecord, inner: Future[Any]) -> str:
+        """Record the final state of *inner* on *record*; return that state."""
+        error = None
         if inner.cancelled():
             state = CANCELLED
         else:
-            state = FAILED if inner.exception() is not None else FINISHED
+            error = inner.exception()
+            state = FINISHED if error is None else FAILED
         with self.lock:
             record.ended = time.time()
             record.future = None  # no cycle between records and futures once settled
-            if state == FAILED:
-                error = inner.exception()
+            if error is not None:
                 record.error = _original(error) if record.direct else error
             self._move(record, state)
             del self.live[record.id]
@@ -328,6 +338,7 @@ class Tracker(_Observable):
                 if group.done == group.total:
                     group.ended = record.ended
         self._notify(record)
+        return state
 
     def cancel_pending(self, cell: int | None = None) -> int:
         """Cancel pending tasks (of cell *cell* only, if given); return how many were cancelled."""
@@ -422,12 +433,12 @@ class LiveFuture(Future):
         return asyncio.wrap_future(self).__await__()
 
     def _settle(self, inner: Future[Any]) -> None:
-        self._tracker.settle(self.record, inner)
+        state = self._tracker.settle(self.record, inner)
         self._inner = None
-        if inner.cancelled():
+        if state == CANCELLED:
             super().cancel()
-        elif (error := inner.exception()) is not None:
-            self.set_exception(_original(error))
+        elif state == FAILED:
+            self.set_exception(self.record.error)
         else:
             self.set_result(inner.result())
 
