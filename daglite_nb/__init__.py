@@ -182,7 +182,7 @@ def register_backend(name: str, backend_class: type, aliases: tuple[str, ...] = 
     registry.register(name, backend_class, aliases)
     current = session.current()
     if current is not None:
-        current.add_backend((name, *aliases), backend_class)
+        current.add_backend(name, backend_class)
     session.changed()
 
 

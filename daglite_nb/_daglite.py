@@ -40,6 +40,20 @@ def apply_session(session: SessionContext | None, manager: BackendManager | None
     BackendManager._active.set(manager)
 
 
+def route_names(manager: BackendManager, canonical: Callable[[str], str]) -> None:
+    """Make *manager* map every backend name through *canonical* before looking it up.
+
+    daglite keys started backends by the name they were asked for, so `map_tasks(...,
+    backend="threads")` would start a second thread pool beside "thread".
+    """
+    get = manager.get
+
+    def get_canonical(backend_name: str | None = None) -> Backend:
+        return get(canonical(backend_name) if backend_name else backend_name)
+
+    manager.get = get_canonical  # type: ignore[method-assign]
+
+
 def is_active(session: SessionContext) -> bool:
     """Tell whether *session* is the active daglite session of the current context."""
     return SessionContext.__var__.get() is session

@@ -142,8 +142,9 @@ class NotebookSession:
         )
         self._daglite = self._context.run(self._cm.__enter__)
         self._manager = _daglite.active_manager(self._context)
+        _daglite.route_names(self._manager, _canonical_name)
         for entry in registry.entries():
-            self.add_backend(entry.names, entry.backend_class)
+            self.add_backend(entry.name, entry.backend_class)
 
     # region Backends
 
@@ -157,11 +158,9 @@ class NotebookSession:
         """Whether the session has been stopped."""
         return self._closed
 
-    def add_backend(self, names: tuple[str, ...], backend_class: type) -> None:
-        """Make *backend_class* available to this session under *names*."""
-        bound = tracked_backend(backend_class, self.tracker)
-        for name in names:
-            self._manager.register(name, bound)
+    def add_backend(self, name: str, backend_class: type) -> None:
+        """Make *backend_class* available to this session as *name* (aliases follow)."""
+        self._manager.register(name, tracked_backend(backend_class, self.tracker))
 
     def use(self, name: str) -> str:
         """Start backend *name* if needed and make it the default; return its canonical name.
@@ -323,6 +322,13 @@ class _StartEvents:
     def register_event_handlers(self, registry: Any) -> None:
         """Register the coordinator-side handler (called by daglite)."""
         registry.register(TASK_STARTED, self._tracker.on_started)
+
+
+def _canonical_name(name: str) -> str:
+    try:
+        return registry.resolve(name).name
+    except UsageError:
+        return name  # daglite reports the unknown name itself
 
 
 def _require_callable(func: Any, verb: str) -> Any:

@@ -156,3 +156,12 @@ def _literal(text):
     import re
 
     return re.escape(text)
+
+
+def test_aliases_share_one_backend(ip, session):
+    from daglite import map_tasks
+
+    daglite_nb.use("thread")
+    for alias in ("threads", "threading"):
+        assert map_tasks(lambda x: x, [1], backend=alias) == [1]
+    assert daglite_nb.status().started == ("inline", "thread")
