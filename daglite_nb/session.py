@@ -101,6 +101,8 @@ class SessionStatus:
     backend: str | None = None
     uptime: float = 0.0
     started: tuple[str, ...] = ()
+    details: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    """What started backends tell about themselves (`describe()`), e.g. a Dask dashboard."""
 
     def __str__(self) -> str:
         if self.state == "none":
@@ -111,6 +113,8 @@ class SessionStatus:
             f"  uptime:   {self.uptime:.1f} s",
             f"  started:  {', '.join(self.started) or '-'}",
         ]
+        for name, facts in self.details.items():
+            lines.append(f"  {name}:".ljust(12) + ", ".join(f"{k} {v}" for k, v in facts.items()))
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -292,7 +296,19 @@ class NotebookSession:
             backend=self.backend,
             uptime=time.monotonic() - self._opened_at,
             started=self.started_backends(),
+            details=self._describe_backends(),
         )
+
+    def _describe_backends(self) -> dict[str, dict[str, str]]:
+        details = {}
+        for name, backend in _daglite.started_backends(self._manager).items():
+            describe = getattr(backend, "describe", None)
+            if callable(describe):
+                try:
+                    details[name] = {str(k): str(v) for k, v in describe().items()}
+                except Exception as exc:  # a backend's self-description must not break status
+                    details[name] = {"error": str(exc)}
+        return details
 
     def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Cancel pending tasks, give running ones *grace* seconds, then stop every backend."""

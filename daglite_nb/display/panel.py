@@ -40,6 +40,7 @@ class Panel:
         self.stop = _button("stop session", "stop", self._stop)
         self.restart = _button("restart backend", "refresh", self._restart)
         self.cancel = _button("cancel pending", "ban", self._cancel)
+        self.details = widgets.HTML()
         self.counts = widgets.HTML()
         self.table = widgets.HTML()
         self.widget = widgets.VBox(
@@ -47,6 +48,7 @@ class Panel:
                 widgets.HBox([self.header, self.backend, self.error]),
                 widgets.HBox([self.threads, self.processes, widgets.HTML(_SETTINGS_HINT)]),
                 widgets.HBox([self.start, self.stop, self.restart, self.cancel]),
+                self.details,
                 self.counts,
                 self.table,
             ],
@@ -71,10 +73,12 @@ class Panel:
             self.header.value = render.panel_header_html("stopped", "", None)
             self.counts.value = render.panel_counts_html({})
             self.table.value = render.panel_table_html([])
+            self.details.value = ""
             status_backend = None
         else:
             status = current.status()
             self.header.value = render.panel_header_html("open", status.session_id, status.uptime)
+            self.details.value = render.panel_details_html(status.details)
             tracker = current.tracker
             with tracker.lock:
                 counts = dict(tracker.counts)

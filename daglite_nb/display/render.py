@@ -151,6 +151,21 @@ def panel_header_html(state: str, session_id: str, uptime: float | None) -> str:
     return "daglite session " + " · ".join(facts)
 
 
+def panel_details_html(details: dict[str, dict[str, str]]) -> str:
+    """What the started backends tell about themselves; links stay links, all escaped."""
+    lines = []
+    for name, facts in details.items():
+        parts = [
+            f'{html.escape(key)} <a href="{html.escape(value)}" target="_blank">'
+            f"{html.escape(value)}</a>"
+            if value.startswith(("http://", "https://"))
+            else f"{html.escape(key)} {html.escape(value)}"
+            for key, value in facts.items()
+        ]
+        lines.append(f"<b>{html.escape(name)}</b>: {' · '.join(parts)}")
+    return "<br>".join(lines)
+
+
 def panel_counts_html(counts: dict[str, int]) -> str:
     """Counters by state, each with its icon and colour."""
     cells = [
