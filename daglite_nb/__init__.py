@@ -52,7 +52,9 @@ def start(backend: str | None = None, **options: Any) -> NotebookSession:
     Args:
         backend: Default backend name or alias (default `"thread"`).
         **options: `cache_store`, `dataset_store` (paths), `max_threads`, `max_processes`
-            (positive integers) and `progress` (show map progress bars, default `True`).
+            (positive integers), `progress` (show map progress bars, default `True`), and for
+            the Dask backend `dask_address` (a scheduler to connect to) or `dask_workers` and
+            `dask_threads` (the size of a local cluster).
 
     Returns:
         The open session.

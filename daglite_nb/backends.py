@@ -173,9 +173,9 @@ class _Tracked:
         return tracker.track(inner, record)
 
 
-def tracked_backend(backend_class: type[Backend], tracker: Tracker) -> type[Backend]:
-    """Return a subclass of *backend_class* whose calls *tracker* records."""
-    namespace = {"_tracker": tracker, "__module__": backend_class.__module__}
+def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:
+    """Return a subclass of *backend_class*, known as *name*, whose calls *tracker* records."""
+    namespace = {"_tracker": tracker, "name": name, "__module__": backend_class.__module__}
     return type(backend_class.__name__, (_Tracked, backend_class), namespace)
 
 

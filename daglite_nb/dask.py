@@ -1,8 +1,9 @@
 """The Dask distributed backend: the same cells on a local cluster or on any Dask scheduler.
 
-Without an address the backend starts a `distributed.LocalCluster` bound to loopback (scheduler,
-workers, nannies and dashboards on 127.0.0.1, free ports); with one it connects to that
-scheduler and, when stopped, closes only its client.
+Without an address the backend starts a `distributed.LocalCluster` in a helper process, bound to
+loopback (scheduler, workers, nannies and dashboards on 127.0.0.1, free ports), and ends it when
+stopped or when the kernel dies; with an address it connects to that scheduler and, when
+stopped, closes only its client.
 
 - Calls travel by value (Dask pickles with cloudpickle), so cell-defined tasks work.
 - Submissions are batched: a helper thread sends everything submitted since its last round in
@@ -20,15 +21,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
 from typing import Any
 from typing import ClassVar
@@ -44,6 +50,7 @@ from daglite.exceptions import BackendError
 from daglite.plugins.reporters import EventReporter
 
 from daglite_nb import _daglite
+from daglite_nb._worker import PARENT_POLL_SECONDS
 from daglite_nb._worker import TASK_STARTED
 from daglite_nb._worker import unwrap
 
@@ -55,8 +62,14 @@ LOOPBACK = "127.0.0.1"
 CONNECT_TIMEOUT_SECONDS = 10
 """How long connecting to a scheduler address may take before the backend gives up."""
 
-STOP_TIMEOUT_SECONDS = 1.5
-"""How long closing the client and the local cluster may take (the kernel allows about 2 s)."""
+START_TIMEOUT_SECONDS = 60
+"""How long a local cluster may take to start before its helper process gives up."""
+
+STOP_TIMEOUT_SECONDS = 1.0
+"""How long the local cluster may take to close before its helper process is killed."""
+
+CLOSE_TIMEOUT_SECONDS = 0.5
+"""How long closing the client may take (the kernel's whole shutdown budget is about 2 s)."""
 
 _SATURATION = {"distributed.scheduler.worker-saturation": "inf"}
 """Scheduler setting of the local cluster: flat fan-outs go to the workers at once (~3x faster)."""
@@ -109,8 +122,8 @@ class DaskBackend(Backend):
     options: ClassVar[DaskOptions] = DaskOptions()
 
     _client: Any
-    _cluster: Any
     _bridge: _Bridge
+    _resources: contextlib.ExitStack
 
     @classmethod
     def configure(
@@ -125,42 +138,24 @@ class DaskBackend(Backend):
         return type(cls.__name__, (cls,), {"options": options, "__module__": cls.__module__})
 
     def _start(self, *, context: BackendContext) -> None:
-        self._client, self._cluster = self._connect()
-        try:
-            self._bridge = _Bridge(self._client, self._setup(context))
-        except BaseException:
-            self._close()
-            raise
-
-    def _connect(self) -> tuple[Any, Any]:
         from distributed import Client
 
-        if self.options.address is not None:
-            client = Client(
-                self.options.address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False
-            )
-            return client, None
-        cluster = self._local_cluster()
+        self._resources = contextlib.ExitStack()
         try:
-            return Client(cluster, set_as_default=False), cluster
+            address = self.options.address or self._start_local_cluster()
+            self._client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
+            self._resources.callback(self._client.close, timeout=CLOSE_TIMEOUT_SECONDS)
+            self._bridge = _Bridge(self._client, self._setup(context))
+            self._resources.callback(self._bridge.stop)
         except BaseException:
-            cluster.close(timeout=STOP_TIMEOUT_SECONDS)
+            self._resources.close()
             raise
 
-    def _local_cluster(self) -> Any:
-        import dask
-        from distributed import LocalCluster
-
-        with dask.config.set(_SATURATION):
-            return LocalCluster(
-                n_workers=self.options.workers or self._settings.max_parallel_processes,
-                threads_per_worker=self.options.threads or 1,
-                processes=True,
-                host=LOOPBACK,
-                dashboard_address=f"{LOOPBACK}:0",
-                worker_dashboard_address=f"{LOOPBACK}:0",
-                preload=[__name__],
-            )
+    def _start_local_cluster(self) -> str:
+        workers = self.options.workers or self._settings.max_parallel_processes
+        host = _ClusterHost(workers, self.options.threads or 1)
+        self._resources.callback(host.stop)
+        return host.address
 
     def _setup(self, context: BackendContext) -> _WorkerSetup:
         setup_id = uuid.uuid4().hex
@@ -181,16 +176,7 @@ class DaskBackend(Backend):
         return self._bridge.submit(key, call)
 
     def _stop(self) -> None:
-        self._bridge.stop()
-        self._close()
-
-    def _close(self) -> None:
-        self._client.close(timeout=STOP_TIMEOUT_SECONDS)
-        if self._cluster is not None:
-            # A graceful close retires each worker and takes 0.3 to 2 s on a busy machine;
-            # nothing on the workers is needed any more, so end their processes first.
-            self._cluster.sync(_end_worker_processes, list(self._cluster.workers.values()))
-            self._cluster.close(timeout=STOP_TIMEOUT_SECONDS)
+        self._resources.close()
 
     @property
     def client(self) -> Any:
@@ -205,8 +191,100 @@ class DaskBackend(Backend):
             "workers": str(len(threads)),
             "threads": str(sum(threads.values())),
             "scheduler": self._client.scheduler.address,
-            "cluster": "local" if self._cluster is not None else "connected",
+            "cluster": "connected" if self.options.address else "local",
         }
+
+
+# region Local cluster
+
+
+class _ClusterHost:
+    """A `distributed.LocalCluster` run by a helper process in a process group of its own.
+
+    Run inside the kernel, its worker processes would share the kernel's process group: the
+    kernel's interrupt (SIGINT to the group) would reach them, and ipykernel's shutdown, which
+    terminates the group's processes before exiting, would wait seconds on multiprocessing's
+    resource tracker (it ignores SIGTERM), past jupyter_client's deadline, so the kernel
+    would be killed before its teardown runs. The helper also ends the cluster when the kernel
+    dies, however it dies.
+    """
+
+    def __init__(self, workers: int, threads: int) -> None:
+        self._log = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(os.getpid()), str(workers), str(threads)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # the kernel's modules
+        )
+        try:
+            with self._process.stdout as ready:  # type: ignore[union-attr]
+                line = ready.readline()
+            if not line:
+                raise BackendError(f"The local Dask cluster did not start:\n{self._log_tail()}")
+            self.address: str = json.loads(line)["address"]
+        except BaseException:  # an interrupt included: the helper must not outlive the start
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Ask the helper to close the cluster; kill it if it has not within the time allowed."""
+        self._process.terminate()
+        try:
+            self._process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()  # its workers follow: they exit when their parent does
+            self._process.wait()
+        self._log.close()
+
+    def _log_tail(self, size: int = 4000) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-size:]
+
+
+def _serve(parent_pid: int, workers: int, threads: int) -> None:
+    """Run a local cluster until the kernel asks to stop (SIGTERM) or dies (the helper's main).
+
+    The scheduler address goes to the kernel on stdout; everything else the helper and its
+    workers print goes to stderr, a log file the kernel reads only when the start fails.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    ready = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    starting = _exit_after(START_TIMEOUT_SECONDS)
+    with dask.config.set(_SATURATION):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            host=LOOPBACK,
+            dashboard_address=f"{LOOPBACK}:0",
+            worker_dashboard_address=f"{LOOPBACK}:0",
+        )
+    starting.cancel()
+    with ready:
+        ready.write(json.dumps({"address": cluster.scheduler_address}) + "\n")
+    while not stop.wait(PARENT_POLL_SECONDS) and os.getppid() == parent_pid:
+        pass
+    _exit_after(STOP_TIMEOUT_SECONDS)
+    # Nothing on the workers is needed any more: end their processes rather than retire them
+    # one by one (a graceful close takes 0.3 to 2 s on a busy machine).
+    cluster.sync(_end_worker_processes, list(cluster.workers.values()))
+    cluster.close()
+
+
+def _exit_after(seconds: float) -> threading.Timer:
+    """Exit this process after *seconds* unless the returned timer is cancelled."""
+    timer = threading.Timer(seconds, os._exit, (1,))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 async def _end_worker_processes(nannies: list[Any]) -> None:
@@ -276,13 +354,14 @@ class _Bridge:
         self._commands.put(None)
         self._finished.put(None)
         for thread in self._threads:
-            thread.join(timeout=STOP_TIMEOUT_SECONDS / 2)
+            thread.join(timeout=0.1)  # idle, or finishing one batch; daemons either way
         if self.setup.topic is not None:
             self._client.unsubscribe_topic(self.setup.topic)
         error = BackendError("The dask backend stopped before this task finished.")
         for future in list(self._live.values()):
             if not future.cancel():
-                _settle(future.set_exception, error)
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(error)
         self._live.clear()
 
     # region Submitting
@@ -297,11 +376,13 @@ class _Bridge:
             if None in commands:
                 return
 
-    def _send(self, calls: list[tuple[_DaskFuture, _DaskCall]]) -> None:
-        for future, _ in calls:
+    def _send(self, queued: list[tuple[_DaskFuture, _DaskCall]]) -> None:
+        calls = []
+        for future, call in queued:
             if future.cancelled():
                 self._live.pop(future.key, None)
-        calls = [(future, call) for future, call in calls if not future.cancelled()]
+            else:
+                calls.append((future, call))
         if not calls:
             return
         remotes = self._client.map(
@@ -323,26 +404,18 @@ class _Bridge:
                 return
 
     def _collect(self, remotes: list[Any]) -> None:
-        results = self._gather([r for r in remotes if r.status == "finished"])
+        finished = [remote for remote in remotes if remote.status == "finished"]
+        lost: Exception | None = None
+        try:
+            values = self._client.gather(finished)
+        except Exception as exc:  # results lost with a worker, or the client closing
+            values, lost = [], exc
+        results = {remote.key: value for remote, value in zip(finished, values, strict=False)}
         for remote in remotes:
             future = self._live.pop(remote.key, None)
-            if future is None:
-                continue
-            if remote.key in results:
-                _settle(future.set_result, results[remote.key])
-            elif remote.status == "error":
-                error = remote.exception()
-                _settle(future.set_exception, error.with_traceback(remote.traceback()))
-            elif not future.cancel():
-                _settle(future.set_exception, BackendError(f"Dask lost task {remote.key!r}."))
-
-    def _gather(self, remotes: list[Any]) -> dict[str, Any]:
-        try:
-            values = self._client.gather(remotes)
-        except Exception:  # results lost with a worker, or the client closing: fail those
-            logger.exception("daglite-nb could not gather %d Dask results", len(remotes))
-            return {}
-        return {remote.key: value for remote, value in zip(remotes, values, strict=True)}
+            if future is not None:
+                future.remote = None  # the cluster may forget the task and its result now
+                _settle(future, remote, results, lost)
 
     # region Events
 
@@ -350,7 +423,7 @@ class _Bridge:
         """Handle one worker event (on the client's event loop, before the task's result)."""
         key, event_type, data = pickle.loads(event[1])
         future = self._live.get(key)
-        if future is not None:
+        if future is not None and not (future.running() or future.done()):
             with contextlib.suppress(RuntimeError):  # settled meanwhile (stop)
                 future.set_running_or_notify_cancel()
         self.setup.reporter.report(event_type, data)
@@ -366,12 +439,24 @@ def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
             return items
 
 
-def _settle(setter: Callable[[Any], None], value: Any) -> None:
-    """Set a Future's outcome unless it already has one (cancelled meanwhile, or stopped)."""
-    try:
-        setter(value)
-    except Exception:  # concurrent.futures.InvalidStateError
-        pass
+def _settle(future: _DaskFuture, remote: Any, results: dict[str, Any], lost: Any) -> None:
+    """Give *future* the outcome of its finished Dask task *remote*.
+
+    Args:
+        future: The task's Future (it may have been cancelled meanwhile).
+        remote: The task's `distributed.Future`, done.
+        results: Gathered results, by key.
+        lost: Why results could not be gathered, if they could not.
+    """
+    with contextlib.suppress(InvalidStateError):
+        if remote.key in results:
+            future.set_result(results[remote.key])
+        elif remote.status == "error":
+            future.set_exception(remote.exception().with_traceback(remote.traceback()))
+        elif remote.status == "finished":
+            future.set_exception(lost)
+        elif not future.cancel():
+            future.set_exception(BackendError(f"Dask cancelled task {remote.key!r}."))
 
 
 # region Worker side
@@ -466,10 +551,5 @@ class _TopicReporter(EventReporter):
             logger.exception("daglite-nb could not report event %r", event_type)
 
 
-def dask_setup(worker: Any) -> None:
-    """Dask preload hook of the local cluster's workers: ignore the kernel's SIGINT.
-
-    The kernel's interrupt reaches its whole process group; the coordinator cancels pending
-    tasks instead, and the workers keep running.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+if __name__ == "__main__":
+    _serve(*(int(arg) for arg in sys.argv[1:]))

@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--max-threads", metavar="N", type=_positive_int, help="thread pool size")
     start.add_argument("--max-processes", metavar="N", type=_positive_int, help="process pool size")
     start.add_argument(
+        "--dask-address",
+        metavar="ADDRESS",
+        help="dask: connect to this scheduler instead of starting a local cluster",
+    )
+    start.add_argument(
+        "--dask-workers", metavar="N", type=_positive_int, help="dask: local cluster workers"
+    )
+    start.add_argument(
+        "--dask-threads", metavar="N", type=_positive_int, help="dask: threads per local worker"
+    )
+    start.add_argument(
         "--no-progress",
         dest="progress",
         action="store_false",
@@ -122,6 +133,9 @@ class DagliteMagics(Magics):
             max_threads=args.max_threads,
             max_processes=args.max_processes,
             progress=args.progress,
+            dask_address=args.dask_address,
+            dask_workers=args.dask_workers,
+            dask_threads=args.dask_threads,
         )
         print(f"daglite session started (backend: {daglite_nb.status().backend})")
 

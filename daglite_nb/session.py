@@ -55,6 +55,9 @@ class SessionOptions:
     max_threads: int | None = None
     max_processes: int | None = None
     progress: bool = True
+    dask_address: str | None = None
+    dask_workers: int | None = None
+    dask_threads: int | None = None
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SessionOptions:
@@ -66,19 +69,37 @@ class SessionOptions:
                 f"Unknown session option {unknown[0]!r}; valid options: {', '.join(valid)}."
             )
         options = cls(**{k: v for k, v in kwargs.items() if v is not None})
-        for name in ("max_threads", "max_processes"):
+        for name in ("max_threads", "max_processes", "dask_workers", "dask_threads"):
             value = getattr(options, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise UsageError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("backend", "cache_store", "dataset_store"):
+        for name in ("backend", "cache_store", "dataset_store", "dask_address"):
             value = getattr(options, name)
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"{name} must be a string, got {value!r}.")
+        if options.dask_address and (options.dask_workers or options.dask_threads):
+            raise UsageError(
+                "dask_workers and dask_threads size a local cluster; "
+                "they cannot be combined with dask_address."
+            )
         return options
+
+    def backend_options(self, name: str) -> dict[str, Any]:
+        """The options meant for backend *name* (`dask_address` -> `address` for "dask")."""
+        prefix = f"{name}_"
+        return {
+            field.name.removeprefix(prefix): value
+            for field in dataclasses.fields(self)
+            if field.name.startswith(prefix) and (value := getattr(self, field.name)) is not None
+        }
 
     def settings(self) -> Any:
         """Return daglite settings with this session's worker counts applied."""
         return dataclasses.replace(get_global_settings(), **_settings_overrides(self))
+
+
+_BACKEND_SETTINGS = ("max_threads", "max_processes", "dask_address", "dask_workers", "dask_threads")
+"""Session options that a backend reads when it starts (and so can change between starts)."""
 
 
 def _settings_overrides(options: SessionOptions) -> dict[str, int]:
@@ -163,8 +184,14 @@ class NotebookSession:
         return self._closed
 
     def add_backend(self, name: str, backend_class: type) -> None:
-        """Make *backend_class* available to this session as *name* (aliases follow)."""
-        self._manager.register(name, tracked_backend(backend_class, self.tracker))
+        """Make *backend_class* available to this session as *name* (aliases follow).
+
+        Session options meant for it (`dask_*` for "dask") reach it through its `configure`.
+        """
+        options = self.options.backend_options(name)
+        if options:
+            backend_class = backend_class.configure(**options)
+        self._manager.register(name, tracked_backend(backend_class, self.tracker, name))
 
     def use(self, name: str) -> str:
         """Start backend *name* if needed and make it the default; return its canonical name.
@@ -173,20 +200,32 @@ class NotebookSession:
             UsageError: If the name is unknown or the backend cannot start; the previous
                 default stays in place.
         """
+        entry = registry.resolve(name)
         with self._lock:
-            backend = self.backend_instance(name)
-            self._daglite.backend = backend.name
+            self.backend_instance(entry.name)
+            self._daglite.backend = entry.name
         changed()
-        return backend.name
+        return entry.name
 
-    def configure(self, max_threads: int | None, max_processes: int | None) -> None:
-        """Set worker counts (`None`: daglite's default) for backends started from now on.
+    def configure(self, **settings: Any) -> None:
+        """Change backend settings (`max_threads`, `max_processes`, `dask_*`) from now on.
 
-        A backend already running keeps its size until `restart_backend`.
+        `None` means the default. A backend already running keeps its settings until
+        `restart_backend`.
         """
-        options = SessionOptions.from_kwargs(max_threads=max_threads, max_processes=max_processes)
+        unknown = set(settings) - set(_BACKEND_SETTINGS)
+        if unknown:
+            raise UsageError(
+                f"Unknown backend setting {sorted(unknown)[0]!r}; "
+                f"valid settings: {', '.join(_BACKEND_SETTINGS)}."
+            )
+        fields = {name: getattr(self.options, name) for name in _BACKEND_SETTINGS}
+        options = SessionOptions.from_kwargs(**{**fields, **settings, "backend": self.backend})
         with self._lock:
+            self.options = dataclasses.replace(self.options, **{**fields, **settings})
             self._daglite.settings = options.settings()
+            for entry in registry.entries():
+                self.add_backend(entry.name, entry.backend_class)
 
     @property
     def worker_counts(self) -> tuple[int, int]:

@@ -165,3 +165,28 @@ def test_aliases_share_one_backend(ip, session):
     for alias in ("threads", "threading"):
         assert map_tasks(lambda x: x, [1], backend=alias) == [1]
     assert daglite_nb.status().started == ("inline", "thread")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("start --dask-workers 0", "expected a positive integer, got '0'"),
+        (
+            "start --backend dask --dask-address tcp://127.0.0.1:1 --dask-workers 2",
+            "dask_workers and dask_threads size a local cluster; they cannot be combined",
+        ),
+    ],
+)
+def test_dask_option_mistakes(ip, line, message):
+    with pytest.raises(UsageError, match=_literal(message)):
+        magic(ip, line)
+    assert daglite_nb.status().state == "none"
+
+
+def test_backend_settings_change_between_starts(ip, session):
+    current = daglite_nb.session.current()
+    current.configure(max_threads=3, dask_address="tcp://127.0.0.1:1")
+    assert current.worker_counts[0] == 3
+    assert current.options.backend_options("dask") == {"address": "tcp://127.0.0.1:1"}
+    with pytest.raises(UsageError, match="Unknown backend setting 'colour'"):
+        current.configure(colour="blue")

@@ -36,6 +36,11 @@ class Panel:
         self.processes = widgets.BoundedIntText(
             value=0, min=0, max=1024, description="processes", layout={"width": "160px"}
         )
+        self.address = widgets.Text(
+            description="scheduler",
+            placeholder="dask: tcp://host:8786 (empty: a local cluster)",
+            layout={"width": "360px"},
+        )
         self.start = _button("start session", "play", self._start)
         self.stop = _button("stop session", "stop", self._stop)
         self.restart = _button("restart backend", "refresh", self._restart)
@@ -46,7 +51,8 @@ class Panel:
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.header, self.backend, self.error]),
-                widgets.HBox([self.threads, self.processes, widgets.HTML(_SETTINGS_HINT)]),
+                widgets.HBox([self.threads, self.processes, self.address]),
+                widgets.HTML(_SETTINGS_HINT),
                 widgets.HBox([self.start, self.stop, self.restart, self.cancel]),
                 self.details,
                 self.counts,
@@ -102,6 +108,7 @@ class Panel:
         if current is not None:
             current.tracker.listen(self.changed)
             self.threads.value, self.processes.value = current.worker_counts
+            self.address.value = current.options.dask_address or ""
         self._tracker = tracker
 
     def _sync_backends(self) -> None:
@@ -128,13 +135,7 @@ class Panel:
         self._act(lambda: (self._configure(current), current.use(change["new"])))
 
     def _start(self) -> None:
-        self._act(
-            lambda: session.start(
-                backend=self.backend.value,
-                max_threads=self.threads.value or None,
-                max_processes=self.processes.value or None,
-            )
-        )
+        self._act(lambda: session.start(backend=self.backend.value, **self._settings()))
 
     def _stop(self) -> None:
         self._act(session.stop)
@@ -151,7 +152,14 @@ class Panel:
         self._act(lambda: session.require().tracker.cancel_pending())
 
     def _configure(self, current: session.NotebookSession) -> None:
-        current.configure(self.threads.value or None, self.processes.value or None)
+        current.configure(**self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "max_threads": self.threads.value or None,
+            "max_processes": self.processes.value or None,
+            "dask_address": self.address.value.strip() or None,
+        }
 
     def _act(self, action: Any) -> None:
         """Run a control's action; a mistake shows in the panel, never as a traceback."""
@@ -182,8 +190,8 @@ class Panel:
 
 
 _SETTINGS_HINT = (
-    '<span style="color:#6b7280;font-size:12px">worker counts (0 = default) apply when a '
-    "backend starts or restarts</span>"
+    '<span style="color:#6b7280;font-size:12px">settings (0 or empty = default) apply when a '
+    "backend starts or restarts; processes also sizes a local Dask cluster</span>"
 )
 
 

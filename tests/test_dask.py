@@ -1,0 +1,266 @@
+"""The dask backend in a real kernel: a local cluster of two workers, and an external cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from kernel import kill
+from kernel import wait_gone
+
+TASKS = """
+import os, time
+import daglite_nb as dnb
+from daglite import task, map_tasks
+
+@task
+def square(x):
+    return x * x
+
+@task(dataset="square-{map_index}")
+def saved_square(x):
+    return x * x
+
+@task
+def nap(seconds, mark=None):
+    time.sleep(seconds)
+    if mark:
+        open(mark, "w").close()
+    return seconds
+
+@task
+def boom(x):
+    raise ValueError(f"bad input {x}")
+
+def dask_backend():
+    return dnb.session.current().backend_instance("dask")
+
+def worker_names():
+    workers = dask_backend().client.scheduler_info()["workers"].values()
+    return sorted(str(worker["name"]) for worker in workers)
+"""
+
+SESSION_END_PROBE = """
+from daglite.plugins.hooks.markers import hook_impl
+from daglite.plugins.manager import register_plugins
+
+class SessionEndProbe:
+    @hook_impl
+    def after_session_end(self, session_id, duration):
+        open("session-ended", "w").write(str(session_id))
+
+register_plugins(SessionEndProbe())
+"""
+
+BACKGROUND_MAP = (
+    "import contextvars, threading\n"
+    "threading.Thread(target=contextvars.copy_context().run, args=(map_tasks, nap, [30] * 8),"
+    " daemon=True).start()\n"
+    "time.sleep(1)"
+)
+
+
+def _start_dask(kernel, options: str = "--dask-workers 2") -> list[int]:
+    """Open a session on a local cluster of two workers; return the cluster's process ids."""
+    kernel.ok(TASKS)
+    kernel.ok(f"%daglite start --backend dask {options}")
+    assert kernel.eval("worker_names()") == ["0", "1"]
+    return [process.pid for process in kernel.descendants()]
+
+
+# region Registration
+
+
+def test_dask_is_listed_from_its_entry_point_and_imported_only_when_used(kernel):
+    rows = kernel.ok("%daglite backends").text.splitlines()
+    dask_row = next(row for row in rows if row.split()[:1] == ["dask"])
+    assert dask_row.split()[1:] == ["-", "entry", "point", "daglite_nb.dask:DaskBackend"]
+    assert kernel.eval("'distributed' in __import__('sys').modules") is False
+
+
+def test_without_distributed_dask_is_unavailable_with_an_install_hint(kernel):
+    kernel.ok("import sys; sys.modules['distributed'] = None")
+    assert "dask" not in kernel.ok("%daglite backends").text
+    result = kernel.run("%daglite start --backend dask")
+    assert not result.ok
+    assert "UsageError: Backend 'dask' is not available" in result.stderr
+    assert "pip install 'daglite-nb[dask]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workers": 0}, "dask_workers must be a positive integer, got 0."),
+        ({"threads": "2"}, "dask_threads must be a positive integer, got '2'."),
+        ({"address": 8786}, "dask_address must be a string, got 8786."),
+        ({"address": "tcp://h:1", "workers": 2}, "they cannot be combined with dask_address."),
+    ],
+)
+def test_configure_rejects_bad_options(options, message):
+    from daglite_nb.dask import DaskBackend
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DaskBackend.configure(**options)
+
+
+def test_configure_binds_options_to_a_subclass():
+    from daglite_nb.dask import DaskBackend
+
+    configured = DaskBackend.configure(address="tcp://127.0.0.1:8786")
+    assert issubclass(configured, DaskBackend) and configured.name == "dask"
+    assert configured.options.address == "tcp://127.0.0.1:8786"
+    assert DaskBackend.options.address is None
+
+
+# region Local cluster
+
+
+def test_map_live_states_cancel_and_failure_on_a_local_cluster(kernel, tmp_path):
+    pids = _start_dask(kernel, f"--dask-workers 2 --dataset-store {tmp_path / 'data'}")
+    assert kernel.eval("map_tasks(square, range(300))") == [x * x for x in range(300)]
+    # map_index reaches the workers: dataset keys are templated with it.
+    assert kernel.eval("map_tasks(saved_square, range(5))") == [0, 1, 4, 9, 16]
+    assert sorted(os.listdir(tmp_path / "data")) == [f"square-{i}" for i in range(5)]
+
+    kernel.ok(
+        "futs = [dnb.submit(nap, 2.0, mark=f'ran-{i}') for i in range(3)]\n"
+        "deadline = time.monotonic() + 1.5\n"
+        "while {f.state for f in futs[:2]} != {'running'} and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "states = [f.state for f in futs]\n"
+        "cancelled = [futs[0].cancel(), futs[2].cancel()]"
+    )
+    assert kernel.eval("states") == ["running", "running", "pending"]
+    assert kernel.eval("cancelled") == [False, True]  # a running task cannot be cancelled
+    assert kernel.eval("[f.result() for f in futs[:2]]") == [2.0, 2.0]
+    assert kernel.eval("sorted(f.worker for f in futs[:2])") == ["0", "1"]
+    assert kernel.eval("[f.state for f in futs]") == ["finished", "finished", "cancelled"]
+    time.sleep(1.0)  # the cancelled call would have run by now, had it been sent on
+    assert sorted(p.name for p in tmp_path.glob("ran-*")) == ["ran-0", "ran-1"]
+
+    kernel.ok("bad = dnb.submit(boom, 3)")
+    assert kernel.eval("repr(bad.exception())") == "ValueError('bad input 3')"
+    assert kernel.eval("bad.state") == "failed"
+
+    info = kernel.eval("dask_backend().describe()")
+    assert info["workers"] == "2" and info["cluster"] == "local"
+    assert info["dashboard"].startswith("http://127.0.0.1:")
+
+    started = time.monotonic()
+    assert "daglite session stopped" in kernel.ok("%daglite stop").stdout
+    assert time.monotonic() - started < 2.0
+    assert wait_gone(pids, timeout=5) == []
+
+
+def test_only_loopback_listens(kernel):
+    _start_dask(kernel)
+    listening = [
+        connection.laddr.ip
+        for process in [psutil.Process(kernel.pid), *kernel.descendants()]
+        for connection in process.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN
+    ]
+    # scheduler, dashboard, two nannies, two workers and their dashboards, at least
+    assert len(listening) >= 8
+    assert set(listening) <= {"127.0.0.1", "::1"}
+
+
+def test_interrupt_cancels_pending_and_workers_keep_running(kernel):
+    pids = _start_dask(kernel)
+    msg_id = kernel.run("results = map_tasks(nap, [1.0] * 20)", wait=False)
+    time.sleep(2.5)
+    kernel.manager.interrupt_kernel()
+    interrupted = kernel.collect(msg_id, timeout=15)
+    assert interrupted.error and interrupted.error["ename"] == "KeyboardInterrupt"
+    counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
+    assert counts["cancelled"] >= 10, counts
+    assert kernel.eval("map_tasks(nap, [0.1] * 4)") == [0.1] * 4
+    assert sorted(p.pid for p in kernel.descendants()) == sorted(pids)
+
+
+@pytest.mark.parametrize("how", ["shutdown", "restart"])
+def test_shutdown_and_restart_tear_down_within_budget(kernel, tmp_path, how):
+    kernel.ok(SESSION_END_PROBE)
+    pids = _start_dask(kernel)
+    kernel.ok(BACKGROUND_MAP)
+    started = time.monotonic()
+    kernel.shutdown(restart=how == "restart")
+    if how == "shutdown":  # a restart includes starting the new kernel
+        assert time.monotonic() - started < 2.0
+    assert wait_gone(pids, timeout=5) == []
+    assert (tmp_path / "session-ended").exists()  # our teardown ran; the kernel was not killed
+
+
+def test_sigkill_of_the_kernel_leaves_no_cluster_process(kernel):
+    pids = _start_dask(kernel)
+    kernel.ok(BACKGROUND_MAP)
+    kill(kernel.pid)
+    assert wait_gone(pids, timeout=10) == []
+
+
+# region External cluster
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """A scheduler and a worker started as `dask scheduler` / `dask worker` processes."""
+    from distributed import Client
+
+    scheduler_file = tmp_path / "scheduler.json"
+    loopback = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+    scheduler = _cli("dask_scheduler", "--port", "0", "--scheduler-file", scheduler_file, *loopback)
+    address = _wait_for_address(scheduler_file)
+    worker = _cli("dask_worker", address, "--nworkers", "1", "--nthreads", "2", *loopback)
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(1, timeout=30)
+    yield address, [scheduler, worker]
+    for process in (worker, scheduler):
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+
+
+def _cli(command: str, *args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"distributed.cli.{command}", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _wait_for_address(scheduler_file, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while not scheduler_file.exists():
+        assert time.monotonic() < deadline, "the scheduler did not start"
+        time.sleep(0.1)
+    time.sleep(0.1)  # written in one go, but let the writer finish
+    return json.loads(scheduler_file.read_text())["address"]
+
+
+def test_connects_to_an_external_cluster_and_leaves_it_running(kernel, external_cluster):
+    from distributed import Client
+
+    address, processes = external_cluster
+    kernel.ok(TASKS)
+    kernel.ok(f"%daglite start --backend dask --dask-address {address}")
+    assert kernel.eval("map_tasks(square, range(50))") == [x * x for x in range(50)]
+    kernel.ok("fut = dnb.submit(nap, 0.5)")
+    assert kernel.eval("(fut.result(), fut.state)") == (0.5, "finished")
+    assert kernel.eval("fut.worker") is not None
+    info = kernel.eval("dask_backend().describe()")
+    assert info["cluster"] == "connected" and info["scheduler"] == address
+    assert info["workers"] == "1" and info["threads"] == "2"
+    assert [p.cmdline() for p in kernel.descendants()] == []  # no cluster of our own
+
+    kernel.ok("%daglite stop")
+    assert all(process.poll() is None for process in processes)
+    with Client(address, timeout=10) as client:
+        assert client.submit(lambda: 41 + 1).result(timeout=10) == 42
