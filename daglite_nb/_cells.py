@@ -25,8 +25,10 @@ def pre_run_cell(info: Any = None) -> None:
 def post_run_cell(result: Any) -> None:
     """Cancel the futures of an interrupted cell; push the cell's last widget changes."""
     current = session.current()
-    if current is not None and isinstance(result.error_in_exec, KeyboardInterrupt):
-        current.cancel_cell()
+    if current is not None:
+        if isinstance(result.error_in_exec, KeyboardInterrupt):
+            current.cancel_cell()
+        current.tracker.apply()
     flush_pending()
 
 

@@ -290,7 +290,7 @@ class NotebookSession:
         """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
         call = _daglite.backend_callable(_require_callable(func, "map"), "map")
         instance = self.backend_instance(backend)
-        group = TaskGroup(_daglite.task_name(call), instance.name)
+        group = TaskGroup(_daglite.task_name(call), instance.name, self.tracker)
         return self._in_session(self._map_direct, instance, call, iterables, group)
 
     def _map_direct(
@@ -356,8 +356,7 @@ class NotebookSession:
                 return
             self._closed = True
         self.tracker.cancel_pending()
-        with self.tracker.lock:
-            running = [r.future for r in self.tracker.live.values() if r.future is not None]
+        running = [r.future for r in self.tracker.live.values() if r.future is not None]
         wait(running, timeout=grace)
         self._context.run(self._cm.__exit__, None, None, None)
 

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import Future
+from queue import Empty
+from queue import SimpleQueue
 from typing import Any
 from typing import NamedTuple
 
@@ -30,6 +32,12 @@ CANCELLED = "cancelled"
 STATES = (PENDING, RUNNING, FINISHED, FAILED, CANCELLED)
 TERMINAL = frozenset({FINISHED, FAILED, CANCELLED})
 _NEXT = {PENDING: {RUNNING, *TERMINAL}, RUNNING: set(TERMINAL)}
+
+_SUBMITTED, _STARTED, _SETTLED = object(), object(), object()
+"""The kinds of events a tracker's inbox carries."""
+
+APPLY_EVERY = 4096
+"""Events a tracker lets pile up, with nobody reading, before the submitting thread applies."""
 
 RECENT_RECORDS = 200
 """How many finished records keep their detail (counts are kept for all)."""
@@ -171,10 +179,11 @@ class Failure(NamedTuple):
 class TaskGroup(_Observable):
     """A fan-out: counts by state over its records, and its first failures."""
 
-    def __init__(self, label: str, backend: str) -> None:
+    def __init__(self, label: str, backend: str, tracker: Tracker | None = None) -> None:
         super().__init__()
         self.label = label
         self.backend = backend
+        self.tracker = tracker
         self.total = 0
         self.counts: Counter[str] = Counter()
         self.failures: list[Failure] = []
@@ -224,18 +233,52 @@ class _Direct:
 
 
 class Tracker(_Observable):
-    """All records of one session: live ones, a bounded tail of finished ones, and counts."""
+    """All records of one session: live ones, a bounded tail of finished ones, and counts.
+
+    Submitting threads and workers never wait for each other here: each change is put on an
+    inbox (a `queue.SimpleQueue`, no Python lock), and `apply()` folds what has arrived into the
+    records, groups and counts in one batch under `lock`, then tells the listeners once per
+    changed object. Readers apply before they read; while widgets are shown, the flusher applies
+    at most 10 times a second (`on_events`); otherwise the submitting thread applies every
+    `APPLY_EVERY` events, so the inbox stays bounded.
+    """
 
     def __init__(self, recent: int = RECENT_RECORDS) -> None:
         super().__init__()
         self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-        self.live: dict[int, TaskRecord] = {}
         self.recent: deque[TaskRecord] = deque(maxlen=recent)
         self.cell: int | None = None
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
+        self.on_events: Callable[[], None] | None = None
+        self._counts: Counter[str] = Counter()
+        self._live: dict[int, TaskRecord] = {}
+        self._inbox: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+        self._signalled = False
         self._ids = itertools.count(1)
         self._local = threading.local()
+
+    # region Reading
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Tasks by state, for every task of the session."""
+        self.apply()
+        with self.lock:
+            return self._counts.copy()
+
+    @property
+    def live(self) -> dict[int, TaskRecord]:
+        """Records of the tasks that have not ended, by id."""
+        self.apply()
+        with self.lock:
+            return dict(self._live)
+
+    def latest(self, count: int) -> list[TaskRecord]:
+        """The *count* most recent records (ended or not), newest first."""
+        live = self.live
+        with self.lock:
+            recent = list(self.recent)
+        return [*recent, *live.values()][-count:][::-1]
 
     # region Creating
 
@@ -259,37 +302,34 @@ class Tracker(_Observable):
         backend: str,
         map_index: int | None,
     ) -> TaskRecord:
-        """Create and count a pending record for a call about to be submitted."""
+        """Create a pending record for a call about to be submitted."""
         direct, explicit, auto = getattr(self._local, "mode", _NO_MODE)
         group, fresh = explicit, False
         if explicit is None and map_index is not None:
             if map_index == 0:
-                group, fresh = TaskGroup(name, backend), True
+                group, fresh = TaskGroup(name, backend, self), True
                 self._local.mode = (direct, None, group)
             else:
                 group = auto
         elif auto is not None:
             self._local.mode = (direct, explicit, None)
-        with self.lock:
-            record = TaskRecord(
-                next(self._ids),
-                name,
-                args,
-                kwargs,
-                backend=backend,
-                map_index=map_index,
-                cell=self.cell,
-                group=group,
-            )
-            record.direct = direct
-            self.live[record.id] = record
-            self.counts[PENDING] += 1
-            if group is not None:
-                group.total += 1
-                group.counts[PENDING] += 1
+        record = TaskRecord(
+            next(self._ids),
+            name,
+            args,
+            kwargs,
+            backend=backend,
+            map_index=map_index,
+            cell=self.cell,
+            group=group,
+        )
+        record.direct = direct
+        self._post((_SUBMITTED, record))
         if fresh and self.on_fan_out is not None:
+            self.apply()  # the bar appears with its first task counted
             self.on_fan_out(group)  # type: ignore[arg-type]
-        self._notify(record)
+        elif self._inbox.qsize() > APPLY_EVERY:
+            self.apply()
         return record
 
     def direct(self, group: TaskGroup | None = None) -> _Direct:
@@ -304,57 +344,98 @@ class Tracker(_Observable):
 
     def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
         """Handle a worker's report that a call started (daglite event handler)."""
-        with self.lock:
-            record = self.live.get(data["id"])
-            if record is None:  # already settled: the report came in late
-                return
-            record.started = data["at"]
-            record.worker = data.get("worker") or _worker_name(data["thread"], data["pid"])
-            changed = self._move(record, RUNNING)
-        if changed:
-            self._notify(record)
+        worker = data.get("worker") or _worker_name(data["thread"], data["pid"])
+        self._post((_STARTED, data["id"], worker, data["at"]))
 
     def settle(self, record: TaskRecord, inner: Future[Any]) -> str:
-        """Record the final state of *inner* on *record*; return that state."""
+        """Record the end of *inner* on *record*; return its final state."""
         error = None
         if inner.cancelled():
             state = CANCELLED
         else:
             error = inner.exception()
             state = FINISHED if error is None else FAILED
-        with self.lock:
-            record.ended = time.time()
-            record.future = None  # no cycle between records and futures once settled
-            if error is not None:
-                record.error = _original(error) if record.direct else error
-            self._move(record, state)
-            del self.live[record.id]
-            self.recent.append(record)
-            group = record.group
-            if group is not None:
-                if state == FAILED and len(group.failures) < GROUP_FAILURES:
-                    # Formatted now: the exception may be re-raised and grow later frames.
-                    group.failures.append(Failure.of(record.error))
-                if group.done == group.total:
-                    group.ended = record.ended
-        self._notify(record)
+        record.ended = time.time()
+        record.future = None  # no cycle between records and futures once settled
+        failure = None
+        if error is not None:
+            record.error = _original(error) if record.direct else error
+            if record.group is not None and len(record.group.failures) < GROUP_FAILURES:
+                # Formatted now: the exception may be re-raised and grow later frames.
+                failure = Failure.of(record.error)
+        self._post((_SETTLED, record, state, failure))
         return state
 
     def cancel_pending(self, cell: int | None = None) -> int:
         """Cancel pending tasks (of cell *cell* only, if given); return how many were cancelled."""
-        with self.lock:
-            futures = [
-                r.future
-                for r in self.live.values()
-                if r.future is not None and (cell is None or r.cell == cell)
-            ]
+        futures = [
+            r.future
+            for r in self.live.values()
+            if r.future is not None and (cell is None or r.cell == cell)
+        ]
         return sum(future.cancel() for future in futures)
+
+    def apply(self) -> None:
+        """Fold the changes that have arrived into records, groups and counts; notify."""
+        if self._inbox.empty():
+            return
+        changed: dict[int, _Observable] = {}
+        with self.lock:
+            self._signalled = False
+            while True:
+                try:
+                    event = self._inbox.get_nowait()
+                except Empty:
+                    break
+                record = self._apply(event)
+                if record is not None:
+                    for observable in (record, record.group):
+                        if observable is not None and observable.listeners:
+                            changed[id(observable)] = observable
+        for observable in changed.values():
+            observable.notify()
+        if self.listeners:
+            self.notify()
+
+    def _post(self, event: tuple[Any, ...]) -> None:
+        self._inbox.put(event)
+        if not self._signalled and self.on_events is not None:
+            self._signalled = True
+            self.on_events()
+
+    def _apply(self, event: tuple[Any, ...]) -> TaskRecord | None:
+        kind = event[0]
+        if kind is _SUBMITTED:
+            record = event[1]
+            self._live[record.id] = record
+            self._counts[PENDING] += 1
+            if record.group is not None:
+                record.group.total += 1
+                record.group.counts[PENDING] += 1
+            return record
+        if kind is _STARTED:
+            record = self._live.get(event[1])
+            if record is None:  # already settled: the report came in late
+                return None
+            record.worker, record.started = event[2], event[3]
+            return record if self._move(record, RUNNING) else None
+        _, record, state, failure = event
+        self._move(record, state)
+        del self._live[record.id]
+        self.recent.append(record)
+        group = record.group
+        if group is not None:
+            if failure is not None and len(group.failures) < GROUP_FAILURES:
+                group.failures.append(failure)
+            if group.done == group.total:
+                group.ended = record.ended
+        return record
 
     def _move(self, record: TaskRecord, state: str) -> bool:
         old = record.state
         if state not in _NEXT.get(old, ()):
             return False
-        counts = self.counts
+        counts = self._counts
         counts[old] -= 1
         counts[state] += 1
         if record.group is not None:
@@ -363,11 +444,6 @@ class Tracker(_Observable):
             counts[state] += 1
         record.state = state
         return True
-
-    def _notify(self, record: TaskRecord) -> None:
-        for observable in (record, record.group, self):
-            if observable is not None and observable.listeners:
-                observable.notify()
 
 
 def _worker_name(thread: str, pid: int) -> str:
@@ -402,6 +478,7 @@ class LiveFuture(Future):
     @property
     def state(self) -> str:
         """pending, running, finished, failed or cancelled."""
+        self._tracker.apply()
         return self.record.state
 
     @property
@@ -417,11 +494,13 @@ class LiveFuture(Future):
     @property
     def worker(self) -> str | None:
         """Thread name or process id of the worker that ran it, once it started."""
+        self._tracker.apply()
         return self.record.worker
 
     @property
     def elapsed(self) -> float:
         """Seconds it has been running (or waiting, before it started)."""
+        self._tracker.apply()
         return self.record.elapsed
 
     def cancel(self) -> bool:

@@ -82,7 +82,7 @@ def test_detail_is_bounded_and_counts_are_not():
     for _ in range(2000):
         _, inner = _submit(tracker)
         inner.set_result(None)
-    assert len(tracker.recent) == 50 and tracker.live == {}
+    assert tracker.live == {} and len(tracker.recent) == 50  # live applies what arrived
     assert tracker.counts["finished"] == 2000
 
 
@@ -92,11 +92,13 @@ def test_map_indexed_calls_form_automatic_groups():
     tracker.on_fan_out = seen.append
     first = [_submit(tracker, map_index=i, direct=False) for i in range(3)]
     second = [_submit(tracker, map_index=i, direct=False) for i in range(2)]
+    tracker.apply()
     assert [g.total for g in seen] == [3, 2]
     # daglite's own futures come back as they are; the tracker follows them.
     assert all(type(future) is Future for future, _ in first + second)
     for _, inner in first:
         inner.set_result(None)
+    tracker.apply()  # readers of groups apply first (widgets and the panel do)
     assert seen[0].done == 3 and seen[0].ended is not None and seen[1].done == 0
     assert tracker.counts["finished"] == 3 and tracker.counts["pending"] == 2
 
@@ -110,6 +112,7 @@ def test_group_counts_failures_and_end():
             inner.set_exception(RuntimeError(str(index)))
         else:
             inner.set_result(index)
+    tracker.apply()
     assert group.total == group.done == 5 and group.ended is not None
     assert group.counts["failed"] == 4 and len(group.failures) == 3
     assert group.failures[0].summary == "RuntimeError: 0"
@@ -152,3 +155,31 @@ def test_concurrent_transitions_lose_no_count():
     for thread in threads:
         thread.join()
     assert tracker.counts == {"pending": 0, "running": 0, "finished": 4000}
+
+
+def test_changes_are_applied_in_batches_and_listeners_told_once():
+    tracker = Tracker()
+    told = []
+    signals = []
+    tracker.on_events = lambda: signals.append(1)
+    group = TaskGroup("work", "thread", tracker)
+    group.listen(lambda: told.append("group"))
+    pairs = [_submit(tracker, map_index=i, group=group) for i in range(100)]
+    for _, inner in pairs:
+        inner.set_result(None)
+    assert signals == [1], "one signal until the tracker applies"
+    assert told == []
+    tracker.apply()
+    assert told == ["group"] and group.done == 100
+    _submit(tracker)
+    assert signals == [1, 1]
+
+
+def test_nobody_reading_keeps_the_inbox_bounded():
+    from daglite_nb.tracking import APPLY_EVERY
+
+    tracker = Tracker()
+    for _ in range(3 * APPLY_EVERY):
+        _, inner = _submit(tracker)
+        inner.set_result(None)
+    assert tracker._inbox.qsize() <= APPLY_EVERY + 2

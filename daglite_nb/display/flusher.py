@@ -102,6 +102,8 @@ _lock = threading.Lock()
 def flusher() -> Flusher:
     """Return the process's flusher, starting it on first use."""
     global _flusher
+    if _flusher is not None:
+        return _flusher
     with _lock:
         if _flusher is None:
             _flusher = Flusher()

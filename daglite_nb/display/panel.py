@@ -16,6 +16,7 @@ from daglite_nb.backends import registry
 from daglite_nb.display import render
 from daglite_nb.display.flusher import flusher
 from daglite_nb.display.widgets import bundle
+from daglite_nb.display.widgets import follow
 
 TABLE_ROWS = 10
 """How many recent tasks the table shows."""
@@ -86,11 +87,8 @@ class Panel:
             self.header.value = render.panel_header_html("open", status.session_id, status.uptime)
             self.details.value = render.panel_details_html(status.details)
             tracker = current.tracker
-            with tracker.lock:
-                counts = dict(tracker.counts)
-                records = [*tracker.recent, *tracker.live.values()][-TABLE_ROWS:]
-            self.counts.value = render.panel_counts_html(counts)
-            self.table.value = render.panel_table_html(records[::-1])
+            self.counts.value = render.panel_counts_html(tracker.counts)
+            self.table.value = render.panel_table_html(tracker.latest(TABLE_ROWS))
             status_backend = current.backend
         self._show_backend(status_backend)
         for button in (self.stop, self.restart, self.cancel):
@@ -107,6 +105,7 @@ class Panel:
             self._tracker.unlisten(self.changed)
         if current is not None:
             current.tracker.listen(self.changed)
+            follow(current.tracker)
             self.threads.value, self.processes.value = current.worker_counts
             self.address.value = current.options.dask_address or ""
         self._tracker = tracker

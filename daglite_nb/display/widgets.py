@@ -12,6 +12,7 @@ from daglite_nb.tracking import PENDING
 from daglite_nb.tracking import TERMINAL
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import TaskGroup
+from daglite_nb.tracking import Tracker
 
 
 class FutureView:
@@ -28,10 +29,12 @@ class FutureView:
         self.widget = widgets.HBox([self.line, self.cancel])
         self._show_cancel(future.record.state == PENDING)
         future.record.listen(self._changed)
+        follow(future._tracker)
         self._changed()
 
     def refresh(self) -> bool:
         """Push the state; keep ticking while the task has not ended."""
+        self.future._tracker.apply()
         record = self.future.record
         self.line.value = render.future_live_html(record, self.future)
         self._show_cancel(record.state == PENDING)
@@ -51,15 +54,40 @@ class GroupView:
         self.group = group
         self.widget = widgets.HTML(render.group_live_html(group))
         group.listen(self._changed)
+        if group.tracker is not None:
+            follow(group.tracker)
         self._changed()
 
     def refresh(self) -> bool:
         """Push the counts; keep ticking until the fan-out ended."""
+        if self.group.tracker is not None:
+            self.group.tracker.apply()
         self.widget.value = render.group_live_html(self.group)
         return self.group.ended is None
 
     def _changed(self) -> None:
         flusher().mark(self)
+
+
+class _Applier:
+    """Folds a tracker's news in from the flusher thread, so shown widgets follow its tasks."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        tracker.on_events = self.mark
+
+    def mark(self) -> None:
+        flusher().mark(self)
+
+    def refresh(self) -> bool:
+        self.tracker.apply()
+        return False
+
+
+def follow(tracker: Tracker) -> None:
+    """Have the flusher apply *tracker*'s changes as they come (once widgets show them)."""
+    if tracker.on_events is None:
+        _Applier(tracker)
 
 
 def bundle(widget: widgets.Widget, text: str, html: str) -> dict[str, Any]:
