@@ -12,6 +12,7 @@ import queue
 from jupyter_client.manager import KernelManager
 
 N = 10_000
+N_MS = 2_000
 REPEAT = 5
 
 SETUP = f"""
@@ -23,6 +24,11 @@ from concurrent.futures import wait
 
 @task
 def noop(x):
+    return x
+
+@task
+def one_ms(x):
+    time.sleep(0.001)
     return x
 
 def best(func):
@@ -38,19 +44,27 @@ def plain_map():
         best(lambda: map_tasks(noop, range(10)))  # warm the pool
         return best(lambda: map_tasks(noop, range({N})))
 
+def plain_map_1ms():
+    with daglite.session(backend="thread"):
+        return best(lambda: map_tasks(one_ms, range({N_MS})))
+
 def plain_submit():
     with daglite.session(backend="thread"):
         backend = daglite.backends.manager.BackendManager.get_active().get("thread")
         return best(lambda: wait([backend.submit(noop, (i,)) for i in range({N})]))
 """
 
-PLAIN = "figures = {'plain_map': plain_map(), 'plain_submit': plain_submit()}"
+PLAIN = (
+    "figures = {'plain_map': plain_map(), 'plain_submit': plain_submit(),"
+    " 'plain_map_1ms': plain_map_1ms()}"
+)
 
 LIVE = f"""
 dnb.start(backend="thread")
 map_tasks(noop, range(10))
 figures['live_map'] = best(lambda: map_tasks(noop, range({N})))
 figures['dnb_submit'] = best(lambda: wait([dnb.submit(noop, i) for i in range({N})]))
+figures['live_map_1ms'] = best(lambda: map_tasks(one_ms, range({N_MS})))
 """
 
 ONE_LIVE_MAP = (
@@ -131,6 +145,11 @@ def main() -> None:
     print(f"  dnb.submit                            {figures['dnb_submit']:.3f} s")
     print(f"  ratio dnb.submit/Backend.submit       {submit_ratio:.2f}x")
     print(f"  comm messages for one live map of {one:.2f} s (+1 s drain): {messages}")
+    ms_ratio = figures["live_map_1ms"] / figures["plain_map_1ms"]
+    print(f"{N_MS} tasks of 1 ms (time.sleep) on the thread backend, best of {REPEAT}:")
+    print(f"  map_tasks, plain daglite.session      {figures['plain_map_1ms']:.3f} s")
+    print(f"  map_tasks, daglite-nb + live progress {figures['live_map_1ms']:.3f} s")
+    print(f"  ratio live/plain map                  {ms_ratio:.2f}x")
 
 
 if __name__ == "__main__":

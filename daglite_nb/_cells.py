@@ -1,20 +1,26 @@
-"""Per-cell IPython hooks: carry the session into every cell, cancel on interrupt."""
+"""Per-cell IPython hooks: carry the session into every cell, cancel on interrupt.
+
+They import nothing heavy: until a session is started (which imports daglite), there is nothing
+for them to do, so `%load_ext daglite_nb` stays cheap.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from IPython import get_ipython
 
-from daglite_nb import _daglite
-from daglite_nb import session
-from daglite_nb.display.flusher import flush_pending
-
 
 def pre_run_cell(info: Any = None) -> None:
     """Make the kernel's session (or none) the active daglite session of the cell."""
+    session = sys.modules.get("daglite_nb.session")
+    if session is None:  # no session was ever started in this kernel
+        return
     current = session.current()
     if current is None:
+        from daglite_nb import _daglite
+
         _daglite.apply_session(None, None)
     else:
         shell = get_ipython()
@@ -24,12 +30,17 @@ def pre_run_cell(info: Any = None) -> None:
 
 def post_run_cell(result: Any) -> None:
     """Cancel the futures of an interrupted cell; push the cell's last widget changes."""
+    session = sys.modules.get("daglite_nb.session")
+    if session is None:
+        return
     current = session.current()
     if current is not None:
         if isinstance(result.error_in_exec, KeyboardInterrupt):
             current.cancel_cell()
         current.tracker.apply()
-    flush_pending()
+    flusher = sys.modules.get("daglite_nb.display.flusher")
+    if flusher is not None:
+        flusher.flush_pending()
 
 
 HOOKS = {"pre_run_cell": pre_run_cell, "post_run_cell": post_run_cell}

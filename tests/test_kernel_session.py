@@ -18,6 +18,11 @@ async def async_where(x):
 
 
 def test_loading_starts_nothing_and_twice_is_harmless(kernel):
+    # Loading imports neither daglite nor widgets (it stays cheap); a session does.
+    assert (
+        kernel.eval("[m for m in ('daglite', 'ipywidgets') if m in __import__('sys').modules]")
+        == []
+    )
     kernel.ok("%load_ext daglite_nb")
     assert kernel.descendants() == []
     assert "none" in kernel.ok("%daglite status").text
