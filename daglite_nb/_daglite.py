@@ -9,7 +9,9 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
+from daglite._context import BackendContext
 from daglite._context import SessionContext
+from daglite._context import SubmitContext
 from daglite._resolvers import resolve_event_reporter
 from daglite.backends.base import Backend
 from daglite.backends.manager import BackendManager
@@ -17,6 +19,8 @@ from daglite.composers import _AsyncGeneratorWrapper
 from daglite.composers import _AsyncWrapper
 from daglite.composers import _make_backend_callable
 from daglite.settings import DagliteSettings
+
+__all__ = ["BackendContext", "SubmitContext"]  # daglite's private contexts, re-exported here
 
 
 def builtin_backend_types() -> dict[str, type[Backend]]:

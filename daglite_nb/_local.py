@@ -19,13 +19,13 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import cloudpickle
-from daglite._context import BackendContext
-from daglite._context import SubmitContext
 from daglite.backends.local import InlineBackend
 from daglite.backends.local import ProcessBackend
 from daglite.backends.local import ThreadBackend
 
 from daglite_nb import _daglite
+from daglite_nb._daglite import BackendContext
+from daglite_nb._daglite import SubmitContext
 from daglite_nb._worker import CallByValue
 from daglite_nb._worker import ReportStart
 from daglite_nb._worker import harden_worker

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from daglite._context import SubmitContext
 from daglite.backends.base import Backend
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
+from daglite_nb._daglite import SubmitContext
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend

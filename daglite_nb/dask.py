@@ -42,14 +42,14 @@ from typing import ClassVar
 if importlib.util.find_spec("distributed") is None:
     raise ImportError("the dask backend needs distributed: pip install 'daglite-nb[dask]'")
 
-from daglite._context import BackendContext
-from daglite._context import SubmitContext
 from daglite.backends.base import Backend
 from daglite.datasets.reporters import DirectDatasetReporter
 from daglite.exceptions import BackendError
 from daglite.plugins.reporters import EventReporter
 
 from daglite_nb import _daglite
+from daglite_nb._daglite import BackendContext
+from daglite_nb._daglite import SubmitContext
 from daglite_nb._worker import PARENT_POLL_SECONDS
 from daglite_nb._worker import TASK_STARTED
 from daglite_nb._worker import unwrap
