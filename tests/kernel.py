@@ -13,6 +13,29 @@ from typing import Any
 import psutil
 from jupyter_client.manager import KernelManager
 
+SESSION_END_PROBE = """
+from daglite.plugins.hooks.markers import hook_impl
+from daglite.plugins.manager import register_plugins
+
+class SessionEndProbe:
+    @hook_impl
+    def after_session_end(self, session_id, duration):
+        open("session-ended", "w").write(str(session_id))
+
+register_plugins(SessionEndProbe())
+"""
+"""A cell that leaves the file `session-ended` behind when daglite's session is exited."""
+
+
+def background_map(settle_seconds: float) -> str:
+    """A cell that maps `nap` over long naps on a thread of its own, so the kernel stays free."""
+    return (
+        "import contextvars, threading\n"
+        "threading.Thread(target=contextvars.copy_context().run,"
+        " args=(map_tasks, nap, [30] * 8), daemon=True).start()\n"
+        f"time.sleep({settle_seconds})"
+    )
+
 
 @dataclass
 class CellResult:

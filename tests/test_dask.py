@@ -13,6 +13,8 @@ import time
 import psutil
 import pytest
 
+from kernel import SESSION_END_PROBE
+from kernel import background_map
 from kernel import kill
 from kernel import wait_gone
 
@@ -47,25 +49,6 @@ def worker_names():
     workers = dask_backend().client.scheduler_info()["workers"].values()
     return sorted(str(worker["name"]) for worker in workers)
 """
-
-SESSION_END_PROBE = """
-from daglite.plugins.hooks.markers import hook_impl
-from daglite.plugins.manager import register_plugins
-
-class SessionEndProbe:
-    @hook_impl
-    def after_session_end(self, session_id, duration):
-        open("session-ended", "w").write(str(session_id))
-
-register_plugins(SessionEndProbe())
-"""
-
-BACKGROUND_MAP = (
-    "import contextvars, threading\n"
-    "threading.Thread(target=contextvars.copy_context().run, args=(map_tasks, nap, [30] * 8),"
-    " daemon=True).start()\n"
-    "time.sleep(1)"
-)
 
 
 def _start_dask(kernel, options: str = "--dask-workers 2") -> list[int]:
@@ -190,7 +173,7 @@ def test_interrupt_cancels_pending_and_workers_keep_running(kernel):
 def test_shutdown_and_restart_tear_down_within_budget(kernel, tmp_path, how):
     kernel.ok(SESSION_END_PROBE)
     pids = _start_dask(kernel)
-    kernel.ok(BACKGROUND_MAP)
+    kernel.ok(background_map(1))
     started = time.monotonic()
     kernel.shutdown(restart=how == "restart")
     if how == "shutdown":  # a restart includes starting the new kernel
@@ -201,7 +184,7 @@ def test_shutdown_and_restart_tear_down_within_budget(kernel, tmp_path, how):
 
 def test_sigkill_of_the_kernel_leaves_no_cluster_process(kernel):
     pids = _start_dask(kernel)
-    kernel.ok(BACKGROUND_MAP)
+    kernel.ok(background_map(1))
     kill(kernel.pid)
     assert wait_gone(pids, timeout=10) == []
 

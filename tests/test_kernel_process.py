@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from kernel import SESSION_END_PROBE
+from kernel import background_map
 from kernel import kill
 from kernel import wait_gone
 
@@ -59,32 +61,11 @@ def test_interrupt_cancels_pending_and_pool_keeps_working(kernel):
     assert cancelled["cancelled"] >= 30, cancelled
 
 
-BACKGROUND_MAP = (
-    "import contextvars, threading\n"
-    "threading.Thread(target=contextvars.copy_context().run, args=(map_tasks, nap, [30] * 8),"
-    " daemon=True).start()\n"
-    "time.sleep(0.5)"
-)
-
-
-SESSION_END_PROBE = """
-from daglite.plugins.hooks.markers import hook_impl
-from daglite.plugins.manager import register_plugins
-
-class SessionEndProbe:
-    @hook_impl
-    def after_session_end(self, session_id, duration):
-        open("session-ended", "w").write(str(session_id))
-
-register_plugins(SessionEndProbe())
-"""
-
-
 @pytest.mark.parametrize("how", ["stop", "unload", "shutdown", "restart"])
 def test_teardown_with_running_tasks_leaves_no_process(kernel, tmp_path, how):
     kernel.ok(SESSION_END_PROBE)
     workers = _start_process_pool(kernel)
-    kernel.ok(BACKGROUND_MAP)
+    kernel.ok(background_map(0.5))
     if how == "stop":
         assert "daglite session stopped" in kernel.ok("%daglite stop").stdout
     elif how == "unload":
