@@ -22,11 +22,12 @@ from typing import Any
 
 import daglite
 from daglite.backends.base import Backend
-from daglite.settings import get_global_settings
 from IPython import get_ipython
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
+from daglite_nb._options import BACKEND_SETTINGS
+from daglite_nb._options import SessionOptions
 from daglite_nb._worker import TASK_STARTED
 from daglite_nb.backends import registry
 from daglite_nb.backends import tracked_backend
@@ -40,74 +41,6 @@ STOP_GRACE_SECONDS = 1.0
 
 EXIT_GRACE_SECONDS = 0.3
 """The same at interpreter exit, where the kernel's whole shutdown budget is about 2 s."""
-
-
-# region Options
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    """Options of a notebook session (see `daglite_nb.start`)."""
-
-    backend: str = "thread"
-    cache_store: str | None = None
-    dataset_store: str | None = None
-    max_threads: int | None = None
-    max_processes: int | None = None
-    progress: bool = True
-    dask_address: str | None = None
-    dask_workers: int | None = None
-    dask_threads: int | None = None
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> SessionOptions:
-        """Build options from keyword arguments, rejecting unknown names and bad values."""
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(kwargs) - set(valid))
-        if unknown:
-            raise UsageError(
-                f"Unknown session option {unknown[0]!r}; valid options: {', '.join(valid)}."
-            )
-        options = cls(**{k: v for k, v in kwargs.items() if v is not None})
-        for name in ("max_threads", "max_processes", "dask_workers", "dask_threads"):
-            value = getattr(options, name)
-            if value is not None and (type(value) is not int or value < 1):
-                raise UsageError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("backend", "cache_store", "dataset_store", "dask_address"):
-            value = getattr(options, name)
-            if value is not None and not isinstance(value, str):
-                raise UsageError(f"{name} must be a string, got {value!r}.")
-        if options.dask_address and (options.dask_workers or options.dask_threads):
-            raise UsageError(
-                "dask_workers and dask_threads size a local cluster; "
-                "they cannot be combined with dask_address."
-            )
-        return options
-
-    def backend_options(self, name: str) -> dict[str, Any]:
-        """The options meant for backend *name* (`dask_address` -> `address` for "dask")."""
-        prefix = f"{name}_"
-        return {
-            field.name.removeprefix(prefix): value
-            for field in dataclasses.fields(self)
-            if field.name.startswith(prefix) and (value := getattr(self, field.name)) is not None
-        }
-
-    def settings(self) -> Any:
-        """Return daglite settings with this session's worker counts applied."""
-        return dataclasses.replace(get_global_settings(), **_settings_overrides(self))
-
-
-_BACKEND_SETTINGS = ("max_threads", "max_processes", "dask_address", "dask_workers", "dask_threads")
-"""Session options that a backend reads when it starts (and so can change between starts)."""
-
-
-def _settings_overrides(options: SessionOptions) -> dict[str, int]:
-    overrides = {
-        "max_backend_threads": options.max_threads,
-        "max_parallel_processes": options.max_processes,
-    }
-    return {name: value for name, value in overrides.items() if value is not None}
 
 
 # region Status
@@ -213,13 +146,13 @@ class NotebookSession:
         `None` means the default. A backend already running keeps its settings until
         `restart_backend`.
         """
-        unknown = set(settings) - set(_BACKEND_SETTINGS)
+        unknown = set(settings) - set(BACKEND_SETTINGS)
         if unknown:
             raise UsageError(
                 f"Unknown backend setting {sorted(unknown)[0]!r}; "
-                f"valid settings: {', '.join(_BACKEND_SETTINGS)}."
+                f"valid settings: {', '.join(BACKEND_SETTINGS)}."
             )
-        fields = {name: getattr(self.options, name) for name in _BACKEND_SETTINGS}
+        fields = {name: getattr(self.options, name) for name in BACKEND_SETTINGS}
         options = SessionOptions.from_kwargs(**{**fields, **settings, "backend": self.backend})
         with self._lock:
             self.options = dataclasses.replace(self.options, **{**fields, **settings})
