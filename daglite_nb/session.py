@@ -101,8 +101,12 @@ class NotebookSession:
         self._daglite = self._context.run(self._cm.__enter__)
         self._manager = _daglite.active_manager(self._context)
         _daglite.route_names(self._manager, _canonical_name)
-        for entry in registry.entries():
-            self.add_backend(entry.name, entry.backend_class)
+        try:
+            for entry in registry.entries():
+                self.add_backend(entry.name, entry.backend_class)
+        except BaseException:
+            self._context.run(self._cm.__exit__, None, None, None)
+            raise
 
     # region Backends
 
@@ -123,7 +127,10 @@ class NotebookSession:
         """
         options = self.options.backend_options(name)
         if options:
-            backend_class = backend_class.configure(**options)
+            try:
+                backend_class = backend_class.configure(**options)
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise UsageError(f"Backend {name!r} does not take these options: {exc}") from None
         self._manager.register(name, tracked_backend(backend_class, self.tracker, name))
 
     def use(self, name: str) -> str:
