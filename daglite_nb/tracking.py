@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import Future
+from functools import partial
 from queue import Empty
 from queue import SimpleQueue
 from typing import Any
@@ -121,8 +122,9 @@ class TaskRecord(_Observable):
         map_index: int | None,
         cell: int | None,
         group: TaskGroup | None,
+        direct: bool = False,
     ) -> None:
-        super().__init__()
+        self.listeners = ()
         self.id = record_id
         self.name = name
         self.backend = backend
@@ -136,7 +138,7 @@ class TaskRecord(_Observable):
         self.ended: float | None = None
         self.future: Future[Any] | None = None  # while live: the Future to cancel
         self.error: BaseException | None = None
-        self.direct = False
+        self.direct = direct
         self._call: str | None = None
         self._args: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
 
@@ -151,9 +153,9 @@ class TaskRecord(_Observable):
             self._args = None
         return self._call
 
-    def settle_callback(self, tracker: Tracker) -> Callable[[Future[Any]], None]:
+    def settle_callback(self, tracker: Tracker) -> Callable[[Future[Any]], Any]:
         """A done-callback that records the end of this task on *tracker*."""
-        return lambda inner: tracker.settle(self, inner)
+        return partial(tracker.settle, self)
 
     @property
     def elapsed(self) -> float:
@@ -322,8 +324,8 @@ class Tracker(_Observable):
             map_index=map_index,
             cell=self.cell,
             group=group,
+            direct=direct,
         )
-        record.direct = direct
         self._post((_SUBMITTED, record))
         if fresh and self.on_fan_out is not None:
             self.apply()  # the bar appears with its first task counted
