@@ -14,8 +14,11 @@ $(BIN)/python:
 env: $(BIN)/python
 	$(BIN)/python -m pip install --quiet --pre -e '.[test,lab]'
 
+# JupyterLab refuses to run as root unless told to (containers, CI machines).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: env
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ROOT_FLAG) notebooks/
 
 test: env
 	$(BIN)/ruff check daglite_nb tests benchmarks
