@@ -182,3 +182,17 @@ def test_no_progress_option_turns_the_automatic_bar_off(kernel):
     kernel.ok("%daglite stop")
     kernel.ok("dnb.start(progress=True)")
     assert len(kernel.ok("out = map_tasks(noop, range(10))").outputs) == 1
+
+
+def test_final_state_is_sent_before_the_cell_ends(kernel):
+    # Tools that save widget state with the notebook (nbconvert) keep only the messages of
+    # the cell that is running: the final refresh must come from the cell itself.
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start")
+    result = kernel.ok("out = map_tasks(slow, [0.05] * 12, range(12))")
+    values = [
+        m["data"]["state"]["value"]
+        for m in result.comm_msgs
+        if "daglite-nb-group" in m["data"].get("state", {}).get("value", "")
+    ]
+    assert values and "<b>12/12</b> done" in values[-1], values
