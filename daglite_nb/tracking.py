@@ -475,12 +475,12 @@ class LiveFuture(Future):
         super().__init__()
         self.record = record
         self._inner: Future[Any] | None = inner
-        self._tracker = tracker
+        self.tracker = tracker
 
     @property
     def state(self) -> str:
         """pending, running, finished, failed or cancelled."""
-        self._tracker.apply()
+        self.tracker.apply()
         return self.record.state
 
     @property
@@ -496,13 +496,13 @@ class LiveFuture(Future):
     @property
     def worker(self) -> str | None:
         """Thread name or process id of the worker that ran it, once it started."""
-        self._tracker.apply()
+        self.tracker.apply()
         return self.record.worker
 
     @property
     def elapsed(self) -> float:
         """Seconds it has been running (or waiting, before it started)."""
-        self._tracker.apply()
+        self.tracker.apply()
         return self.record.elapsed
 
     def cancel(self) -> bool:
@@ -514,7 +514,7 @@ class LiveFuture(Future):
         return asyncio.wrap_future(self).__await__()
 
     def _settle(self, inner: Future[Any]) -> None:
-        state = self._tracker.settle(self.record, inner)
+        state = self.tracker.settle(self.record, inner)
         self._inner = None
         if state == CANCELLED:
             super().cancel()

@@ -29,12 +29,12 @@ class FutureView:
         self.widget = widgets.HBox([self.line, self.cancel])
         self._show_cancel(future.record.state == PENDING)
         future.record.listen(self._changed)
-        follow(future._tracker)
+        follow(future.tracker)
         self._changed()
 
     def refresh(self) -> bool:
         """Push the state; keep ticking while the task has not ended."""
-        self.future._tracker.apply()
+        self.future.tracker.apply()
         record = self.future.record
         self.line.value = render.future_live_html(record, self.future)
         self._show_cancel(record.state == PENDING)
