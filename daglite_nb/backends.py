@@ -149,7 +149,7 @@ registry = BackendRegistry()
 
 
 class _Tracked:
-    """Mixin that records every call a backend runs and returns `LiveFuture`s."""
+    """Mixin that records every call a backend runs (see `Tracker.track` for what it returns)."""
 
     _tracker: Tracker
     _named: tuple[Any, str] = (None, "")
