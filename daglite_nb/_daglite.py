@@ -12,15 +12,15 @@ from typing import Any
 from daglite._context import BackendContext
 from daglite._context import SessionContext
 from daglite._context import SubmitContext
-from daglite._resolvers import resolve_event_reporter
 from daglite.backends.base import Backend
 from daglite.backends.manager import BackendManager
 from daglite.composers import _AsyncGeneratorWrapper
 from daglite.composers import _AsyncWrapper
 from daglite.composers import _make_backend_callable
+from daglite.plugins.hooks.markers import hook_impl
 from daglite.settings import DagliteSettings
 
-__all__ = ["BackendContext", "SubmitContext"]  # daglite's private contexts, re-exported here
+__all__ = ["BackendContext", "SubmitContext", "hook_impl"]  # daglite's, re-exported here
 
 
 def builtin_backend_types() -> dict[str, type[Backend]]:
@@ -81,11 +81,6 @@ def forget_backend(manager: BackendManager, name: str) -> Backend | None:
 def runs_event_loop(func: Callable[..., Any]) -> bool:
     """Tell whether *func* is daglite's wrapper that calls `asyncio.run` (async tasks in maps)."""
     return isinstance(func, (_AsyncWrapper, _AsyncGeneratorWrapper))
-
-
-def event_reporter() -> Any:
-    """Return the daglite event reporter of the current context (worker or coordinator)."""
-    return resolve_event_reporter()
 
 
 def task_name(func: Callable[..., Any]) -> str:

@@ -27,13 +27,14 @@ from daglite_nb import _daglite
 from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._worker import CallByValue
-from daglite_nb._worker import ReportStart
 from daglite_nb._worker import harden_worker
 from daglite_nb._worker import unwrap
 
 
 class NotebookInlineBackend(InlineBackend):
     """Runs tasks in the calling thread; async tasks step aside from a running event loop."""
+
+    runs_here = True
 
     def _submit(
         self,
@@ -51,6 +52,8 @@ class NotebookInlineBackend(InlineBackend):
 
 class NotebookThreadBackend(ThreadBackend):
     """Runs tasks on a thread pool; stopping cancels pending work and does not wait."""
+
+    runs_here = True
 
     def _stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -74,9 +77,7 @@ class NotebookProcessBackend(ProcessBackend):
     ) -> Future[Any]:
         inner, record_id = unwrap(func)
         blob = self._func_blob(inner, fresh=not context.map_index)
-        call: Callable[..., Any] = CallByValue(blob, cloudpickle.dumps((args, kwargs)))
-        if record_id is not None:
-            call = ReportStart(call, record_id)
+        call = CallByValue(blob, cloudpickle.dumps((args, kwargs)), record_id)
         return super()._submit(call, (), {}, context=context)
 
     def _func_blob(self, func: Callable[..., Any], fresh: bool) -> bytes:

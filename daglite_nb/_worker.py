@@ -1,4 +1,4 @@
-"""Code that runs inside process-pool workers: hardening and calls sent by value."""
+"""Code that runs on workers: process-pool hardening, calls sent by value, start reports."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
 from typing import Any
 
 import cloudpickle
 
 from daglite_nb import _daglite
+from daglite_nb.tracking import FAILED
+from daglite_nb.tracking import FINISHED
+
+if TYPE_CHECKING:
+    from daglite_nb.tracking import TaskRecord
+    from daglite_nb.tracking import Tracker
 
 PARENT_POLL_SECONDS = 0.5
 """How often a worker checks that the kernel that forked it is still alive."""
@@ -51,18 +59,21 @@ class CallByValue:
 
     Functions and classes defined in notebook cells live in `__main__`; pickled by reference, a
     pool forked earlier would run their old body or fail to find them. The callable's bytes are
-    memoized per worker, so a fan-out unpickles its task once.
+    memoized per worker, so a fan-out unpickles its task once. The call runs as the tracked
+    call *record_id*, so the worker reports its start (see `StartReports`).
     """
 
-    __slots__ = ("func_blob", "args_blob")
+    __slots__ = ("func_blob", "args_blob", "record_id")
 
-    def __init__(self, func_blob: bytes, args_blob: bytes) -> None:
+    def __init__(self, func_blob: bytes, args_blob: bytes, record_id: int | None) -> None:
         self.func_blob = func_blob
         self.args_blob = args_blob
+        self.record_id = record_id
 
     def __call__(self) -> Any:  # noqa: D102
         args, kwargs = cloudpickle.loads(self.args_blob)
-        return _load(self.func_blob)(*args, **kwargs)
+        with running_record(self.record_id):
+            return _load(self.func_blob)(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -70,38 +81,133 @@ def _load(blob: bytes) -> Callable[..., Any]:
     return cloudpickle.loads(blob)
 
 
+# region Start reports
+
 TASK_STARTED = "daglite_nb.task_started"
 """Event type a worker reports through daglite's event reporter when a tracked call starts."""
 
+RUNNING_RECORD: ContextVar[TaskRecord | int | None] = ContextVar(
+    "daglite_nb_running_record", default=None
+)
+"""The tracked call that runs in the current context: its record, or its id outside the kernel."""
 
-class ReportStart:
-    """A call that first reports, through daglite's event reporter, that it started here.
 
-    Thread workers report straight to the coordinator; process workers through daglite's
-    event queue; so "running" means the task really started on its worker.
+class running_record:  # noqa: N801 - used like contextlib's lower-case context managers
+    """Mark the calls made inside a `with` block as the tracked call *record_id*."""
+
+    __slots__ = ("_record_id", "_token")
+
+    def __init__(self, record_id: int | None) -> None:
+        self._record_id = record_id
+
+    def __enter__(self) -> None:
+        self._token = RUNNING_RECORD.set(self._record_id)
+
+    def __exit__(self, *exc: object) -> None:
+        RUNNING_RECORD.reset(self._token)
+
+
+class TrackedCall:
+    """A backend call that runs as the tracked call *record*, wherever it runs.
+
+    Where it runs, `RUNNING_RECORD` names the call: its record in the kernel's process, its
+    record id in any other (pickled, the call leaves the record and tracker behind). With a
+    *tracker* (backends that run calls in the kernel's process), it also records how the call
+    ended, straight from the worker; otherwise the end is taken from the backend's Future.
     """
 
-    __slots__ = ("func", "record_id")
+    __slots__ = ("func", "record_id", "record", "tracker")
 
-    def __init__(self, func: Callable[..., Any], record_id: int) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        record_id: int,
+        record: TaskRecord | None = None,
+        tracker: Tracker | None = None,
+    ) -> None:
         self.func = func
         self.record_id = record_id
+        self.record = record
+        self.tracker = tracker
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        reporter = _daglite.event_reporter()
-        if reporter is not None:
-            worker = {
-                "id": self.record_id,
-                "thread": threading.current_thread().name,
-                "pid": os.getpid(),
-                "at": time.time(),
-            }
-            reporter.report(TASK_STARTED, worker)
-        return self.func(*args, **kwargs)
+        record = self.record
+        token = RUNNING_RECORD.set(self.record_id if record is None else record)
+        try:
+            result = self.func(*args, **kwargs)
+        except BaseException as error:
+            if self.tracker is not None:
+                self.tracker.ended(record, FAILED, error)  # type: ignore[arg-type]
+            raise
+        finally:
+            RUNNING_RECORD.reset(token)
+        if self.tracker is not None:
+            self.tracker.ended(record, FINISHED)  # type: ignore[arg-type]
+        return result
+
+    def __reduce__(self) -> Any:
+        return (TrackedCall, (self.func, self.record_id))
 
 
 def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
-    """Split a `ReportStart` into the callable it wraps and its record id."""
-    if isinstance(func, ReportStart):
+    """Split a `TrackedCall` into the callable it runs and its record id."""
+    if isinstance(func, TrackedCall):
         return func.func, func.record_id
     return func, None
+
+
+class _Here(threading.local):
+    """What a worker thread knows about itself (looked up once per thread)."""
+
+    name: str | None = None
+
+    def thread_name(self) -> str:
+        """The current thread's name."""
+        name = self.name
+        if name is None:
+            name = self.name = threading.current_thread().name
+        return name
+
+
+_here = _Here()
+
+
+class StartReports:
+    """daglite plugin that reports, from the worker, the real start of every tracked call.
+
+    daglite calls its `before_node_execute` hook on the worker right before a task's body runs.
+    In the kernel's own process (inline and thread workers) the report goes straight to the
+    session's tracker; elsewhere (process pools, Dask workers) daglite rebuilds this plugin
+    from `to_config`, without a tracker, and the report travels through the worker's daglite
+    event reporter to the handler that `register_event_handlers` installed.
+    """
+
+    def __init__(self, tracker: Any = None) -> None:
+        self._tracker = tracker
+
+    def to_config(self) -> dict[str, Any]:
+        """Nothing to configure: workers rebuild the plugin without the tracker."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> StartReports:
+        """Rebuild the plugin in a worker process."""
+        return cls()
+
+    def register_event_handlers(self, registry: Any) -> None:
+        """Hand workers' start reports to the tracker (called by daglite on the coordinator)."""
+        if self._tracker is not None:
+            registry.register(TASK_STARTED, self._tracker.on_started)
+
+    @_daglite.hook_impl
+    def before_node_execute(self, metadata: Any, reporter: Any) -> None:
+        """Report that the tracked call running here starts now (daglite hook)."""
+        running = RUNNING_RECORD.get()
+        if running is None:
+            return
+        if self._tracker is not None:  # in the kernel: *running* is the call's record
+            self._tracker.started(running, _here.thread_name(), time.time())
+        elif reporter is not None:
+            thread = threading.current_thread().name
+            report = {"id": running, "thread": thread, "pid": os.getpid(), "at": time.time()}
+            reporter.report(TASK_STARTED, report)

@@ -22,7 +22,8 @@ from daglite_nb._daglite import SubmitContext
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
-from daglite_nb._worker import ReportStart
+from daglite_nb._worker import TrackedCall
+from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import Tracker
 
 ENTRY_POINT_GROUP = "daglite.backends"
@@ -149,10 +150,16 @@ registry = BackendRegistry()
 
 
 class _Tracked:
-    """Mixin that records every call a backend runs (see `Tracker.track` for what it returns)."""
+    """Mixin that records every call a backend runs (see `Tracker.track` for what it returns).
+
+    Each call runs wrapped in a `TrackedCall`, which names its record where it runs, so the
+    worker reports the start through daglite's `before_node_execute` hook. Backends whose
+    `runs_here` is true run calls in this process: the wrapper records the end as well.
+    """
 
     _tracker: Tracker
     _named: tuple[Any, str] = (None, "")
+    runs_here: bool
 
     def _submit(
         self,
@@ -166,16 +173,25 @@ class _Tracked:
         named = self._named
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
-        record = tracker.new_record(
-            named[1], args, kwargs, backend=self.name, map_index=context.map_index
-        )
-        inner = super()._submit(ReportStart(func, record.id), args, kwargs, context=context)  # type: ignore[misc]
-        return tracker.track(inner, record)
+        record = tracker.new_record(named[1], args, kwargs, self.name, context.map_index)
+        here = self.runs_here
+        call = TrackedCall(func, record.id, record, tracker if here else None)
+        try:
+            inner = super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
+        except BaseException as exc:
+            tracker.ended(record, FAILED, exc)
+            raise
+        return tracker.track(inner, record, ends_here=here)
 
 
 def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:
     """Return a subclass of *backend_class*, known as *name*, whose calls *tracker* records."""
-    namespace = {"_tracker": tracker, "name": name, "__module__": backend_class.__module__}
+    namespace = {
+        "_tracker": tracker,
+        "name": name,
+        "runs_here": getattr(backend_class, "runs_here", False),
+        "__module__": backend_class.__module__,
+    }
     return type(backend_class.__name__, (_Tracked, backend_class), namespace)
 
 

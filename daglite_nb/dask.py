@@ -52,6 +52,7 @@ from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._worker import PARENT_POLL_SECONDS
 from daglite_nb._worker import TASK_STARTED
+from daglite_nb._worker import running_record
 from daglite_nb._worker import unwrap
 
 logger = logging.getLogger(__name__)
@@ -171,8 +172,9 @@ class DaskBackend(Backend):
         *,
         context: SubmitContext,
     ) -> Future[Any]:
-        key = f"{_daglite.task_name(unwrap(func)[0])}-{uuid.uuid4().hex}"
-        call = _DaskCall(self._bridge.setup, context.map_index, func, args, kwargs)
+        inner, record_id = unwrap(func)
+        key = f"{_daglite.task_name(inner)}-{uuid.uuid4().hex}"
+        call = _DaskCall(self._bridge.setup, context.map_index, record_id, inner, args, kwargs)
         return self._bridge.submit(key, call)
 
     def _stop(self) -> None:
@@ -485,18 +487,20 @@ class _WorkerSetup:
 class _DaskCall:
     """One call as a Dask task: runs *func* inside daglite's worker context."""
 
-    __slots__ = ("setup", "map_index", "func", "args", "kwargs")
+    __slots__ = ("setup", "map_index", "record_id", "func", "args", "kwargs")
 
     def __init__(
         self,
         setup: _WorkerSetup,
         map_index: int | None,
+        record_id: int | None,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
         self.setup = setup
         self.map_index = map_index
+        self.record_id = record_id
         self.func = func
         self.args = args
         self.kwargs = kwargs
@@ -507,7 +511,7 @@ class _DaskCall:
 
         worker = get_worker()
         context = _worker_context(self.setup, worker, worker.get_current_task())
-        with context, SubmitContext(map_index=self.map_index):
+        with context, SubmitContext(map_index=self.map_index), running_record(self.record_id):
             return self.func(*self.args, **self.kwargs)
 
 

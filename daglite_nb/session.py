@@ -28,7 +28,7 @@ from IPython.core.error import UsageError
 from daglite_nb import _daglite
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
-from daglite_nb._worker import TASK_STARTED
+from daglite_nb._worker import StartReports
 from daglite_nb.backends import registry
 from daglite_nb.backends import tracked_backend
 from daglite_nb.tracking import LiveFuture
@@ -96,7 +96,7 @@ class NotebookSession:
             cache_store=options.cache_store,
             dataset_store=options.dataset_store,
             settings=options.settings(),
-            plugins=[_StartEvents(self.tracker)],
+            plugins=[StartReports(self.tracker)],
         )
         self._daglite = self._context.run(self._cm.__enter__)
         self._manager = _daglite.active_manager(self._context)
@@ -184,6 +184,7 @@ class NotebookSession:
             self._require_open()
             stale = _daglite.forget_backend(self._manager, entry.name)
             if stale is not None:
+                self.tracker.cancel_pending(backend=entry.name)
                 stale.stop()
             self.backend_instance(entry.name)
         changed()
@@ -305,17 +306,6 @@ class NotebookSession:
             raise UsageError(
                 "This daglite session is stopped; start a new one with %daglite start."
             )
-
-
-class _StartEvents:
-    """daglite plugin: hands the workers' "task started" reports to the tracker."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
-
-    def register_event_handlers(self, registry: Any) -> None:
-        """Register the coordinator-side handler (called by daglite)."""
-        registry.register(TASK_STARTED, self._tracker.on_started)
 
 
 def _canonical_name(name: str) -> str:

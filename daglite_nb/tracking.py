@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import reprlib
 import threading
 import time
@@ -18,10 +17,9 @@ from collections import Counter
 from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence
+from concurrent.futures import CancelledError
 from concurrent.futures import Future
 from functools import partial
-from queue import Empty
-from queue import SimpleQueue
 from typing import Any
 from typing import NamedTuple
 
@@ -32,13 +30,6 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 STATES = (PENDING, RUNNING, FINISHED, FAILED, CANCELLED)
 TERMINAL = frozenset({FINISHED, FAILED, CANCELLED})
-_NEXT = {PENDING: {RUNNING, *TERMINAL}, RUNNING: set(TERMINAL)}
-
-_SUBMITTED, _STARTED, _SETTLED = object(), object(), object()
-"""The kinds of events a tracker's inbox carries."""
-
-APPLY_EVERY = 4096
-"""Events a tracker lets pile up, with nobody reading, before the submitting thread applies."""
 
 RECENT_RECORDS = 200
 """How many finished records keep their detail (counts are kept for all)."""
@@ -67,8 +58,6 @@ def _shorten(text: str, width: int = CALL_WIDTH) -> str:
 class _Observable:
     """Something with listeners to tell about changes."""
 
-    __slots__ = ("listeners",)
-
     def __init__(self) -> None:
         self.listeners: tuple[Listener, ...] = ()
 
@@ -90,26 +79,23 @@ class _Observable:
 
 
 class TaskRecord(_Observable):
-    """One task call and what is known about it."""
+    """One task call and what is known about it.
 
-    __slots__ = (
-        "id",
-        "name",
-        "backend",
-        "map_index",
-        "cell",
-        "group",
-        "state",
-        "worker",
-        "submitted",
-        "started",
-        "ended",
-        "future",
-        "error",
-        "direct",
-        "_call",
-        "_args",
-    )
+    No `__slots__`: what a new record has not learnt yet comes from class defaults, so
+    creating one (once per task) sets only what is known at submission.
+    """
+
+    listeners: tuple[Listener, ...] = ()
+    final: str | None = None
+    """finished, failed or cancelled, once the call ended."""
+    worker: str | None = None
+    """Thread name, process id or Dask worker that ran the call, once it started."""
+    started: float | None = None
+    ended: float | None = None
+    future: Future[Any] | None = None
+    """While the call is live: the Future that cancels it."""
+    error: BaseException | None = None
+    _call: str | None = None
 
     def __init__(
         self,
@@ -117,45 +103,37 @@ class TaskRecord(_Observable):
         name: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
         backend: str,
         map_index: int | None,
         cell: int | None,
         group: TaskGroup | None,
         direct: bool = False,
     ) -> None:
-        self.listeners = ()
         self.id = record_id
         self.name = name
         self.backend = backend
         self.map_index = map_index
         self.cell = cell
         self.group = group
-        self.state = PENDING
-        self.worker: str | None = None
-        self.submitted = time.time()
-        self.started: float | None = None
-        self.ended: float | None = None
-        self.future: Future[Any] | None = None  # while live: the Future to cancel
-        self.error: BaseException | None = None
         self.direct = direct
-        self._call: str | None = None
-        self._args: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
+        self.submitted = time.time()
+        self._args: tuple[Any, ...] | None = args
+        self._kwargs = kwargs
+
+    @property
+    def state(self) -> str:
+        """pending, running, finished, failed or cancelled."""
+        return self.final or (PENDING if self.started is None else RUNNING)
 
     @property
     def call(self) -> str:
         """The call as text, shortened: `task_fn(1, y=2)`."""
         if self._call is None:
-            args, kwargs = self._args or ((), {})
-            parts = [_short.repr(a) for a in args]
-            parts += [f"{k}={_short.repr(v)}" for k, v in kwargs.items()]
+            parts = [_short.repr(a) for a in self._args or ()]
+            parts += [f"{k}={_short.repr(v)}" for k, v in (self._kwargs or {}).items()]
             self._call = _shorten(f"{self.name}({', '.join(parts)})")
-            self._args = None
+            self._args = self._kwargs = None  # the call's arguments need not outlive the text
         return self._call
-
-    def settle_callback(self, tracker: Tracker) -> Callable[[Future[Any]], Any]:
-        """A done-callback that records the end of this task on *tracker*."""
-        return partial(tracker.settle, self)
 
     @property
     def elapsed(self) -> float:
@@ -187,7 +165,10 @@ class TaskGroup(_Observable):
         self.backend = backend
         self.tracker = tracker
         self.total = 0
-        self.counts: Counter[str] = Counter()
+        """Calls submitted so far (only the submitting thread counts them)."""
+        self.running = 0
+        """Calls running, as of the tracker's last `apply()`."""
+        self.ended_counts: dict[str, int] = dict.fromkeys(TERMINAL, 0)
         self.failures: list[Failure] = []
         self.created = time.time()
         self.ended: float | None = None
@@ -195,7 +176,14 @@ class TaskGroup(_Observable):
     @property
     def done(self) -> int:
         """Tasks that reached a final state."""
-        return self.total - self.counts[PENDING] - self.counts[RUNNING]
+        return sum(self.ended_counts.values())
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Tasks by state."""
+        done = self.done
+        running = min(self.running, self.total - done) if self.ended is None else 0
+        return {PENDING: self.total - done - running, RUNNING: running, **self.ended_counts}
 
     @property
     def elapsed(self) -> float:
@@ -218,12 +206,18 @@ class TaskGroup(_Observable):
 # region Tracker
 
 
+class _ThreadMode(threading.local):
+    """Each thread's submission mode (a class default: a missing attribute costs an exception)."""
+
+    mode = _NO_MODE
+
+
 class _Direct:
     """The `with` block of `Tracker.direct` (a class: cheaper than a generator per call)."""
 
     __slots__ = ("_local", "_group")
 
-    def __init__(self, local: threading.local, group: TaskGroup | None) -> None:
+    def __init__(self, local: _ThreadMode, group: TaskGroup | None) -> None:
         self._local = local
         self._group = group
 
@@ -237,12 +231,11 @@ class _Direct:
 class Tracker(_Observable):
     """All records of one session: live ones, a bounded tail of finished ones, and counts.
 
-    Submitting threads and workers never wait for each other here: each change is put on an
-    inbox (a `queue.SimpleQueue`, no Python lock), and `apply()` folds what has arrived into the
-    records, groups and counts in one batch under `lock`, then tells the listeners once per
-    changed object. Readers apply before they read; while widgets are shown, the flusher applies
-    at most 10 times a second (`on_events`); otherwise the submitting thread applies every
-    `APPLY_EVERY` events, so the inbox stays bounded.
+    A call costs as little as possible while it runs: submitting adds its record to the live
+    ones, its worker stamps the start on the record, and its end is recorded under `lock`
+    (the final state, the counts of ended calls, the failures). How many calls run is counted
+    by `apply()`, which also tells the listeners what changed; readers apply before they read,
+    and while widgets are shown the flusher applies at most 10 times a second (`on_events`).
     """
 
     def __init__(self, recent: int = RECENT_RECORDS) -> None:
@@ -252,28 +245,29 @@ class Tracker(_Observable):
         self.cell: int | None = None
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self.on_events: Callable[[], None] | None = None
-        self._counts: Counter[str] = Counter()
+        self._ended: dict[str, int] = dict.fromkeys(TERMINAL, 0)
+        self._running = 0
         self._live: dict[int, TaskRecord] = {}
-        self._inbox: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+        self._changed: dict[int, _Observable] = {}
         self._signalled = False
-        self._ids = itertools.count(1)
-        self._local = threading.local()
+        self._groups_running: list[TaskGroup] = []
+        self._next_id = itertools.count(1).__next__
+        self._local = _ThreadMode()
 
     # region Reading
 
     @property
-    def counts(self) -> Counter[str]:
+    def counts(self) -> dict[str, int]:
         """Tasks by state, for every task of the session."""
         self.apply()
         with self.lock:
-            return self._counts.copy()
+            live, running = len(self._live), min(self._running, len(self._live))
+            return {PENDING: live - running, RUNNING: running, **self._ended}
 
     @property
     def live(self) -> dict[int, TaskRecord]:
         """Records of the tasks that have not ended, by id."""
-        self.apply()
-        with self.lock:
-            return dict(self._live)
+        return dict(self._live)
 
     def latest(self, count: int) -> list[TaskRecord]:
         """The *count* most recent records (ended or not), newest first."""
@@ -284,28 +278,16 @@ class Tracker(_Observable):
 
     # region Creating
 
-    def track(self, inner: Future[Any], record: TaskRecord) -> Future[Any]:
-        """Follow *inner* on *record*; return the Future the caller should get.
-
-        daglite-nb's own calls get a `LiveFuture`; other calls (daglite's `map_tasks`, which
-        never shows its futures) keep the backend's Future, which saves an object per task.
-        """
-        future: Future[Any] = LiveFuture(record, inner, self) if record.direct else inner
-        record.future = future
-        inner.add_done_callback(future._settle if record.direct else record.settle_callback(self))  # type: ignore[union-attr]
-        return future
-
     def new_record(
         self,
         name: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
         backend: str,
         map_index: int | None,
     ) -> TaskRecord:
-        """Create a pending record for a call about to be submitted."""
-        direct, explicit, auto = getattr(self._local, "mode", _NO_MODE)
+        """Create a pending record for a call of *name* about to be submitted to *backend*."""
+        direct, explicit, auto = self._local.mode
         group, fresh = explicit, False
         if explicit is None and map_index is not None:
             if map_index == 0:
@@ -316,23 +298,41 @@ class Tracker(_Observable):
         elif auto is not None:
             self._local.mode = (direct, explicit, None)
         record = TaskRecord(
-            next(self._ids),
-            name,
-            args,
-            kwargs,
-            backend=backend,
-            map_index=map_index,
-            cell=self.cell,
-            group=group,
-            direct=direct,
+            self._next_id(), name, args, kwargs, backend, map_index, self.cell, group, direct
         )
-        self._post((_SUBMITTED, record))
+        self._live[record.id] = record
+        if group is not None:
+            group.total += 1
+            if group.listeners and not self._signalled:
+                self.touch(group)
+        if self.listeners and not self._signalled:  # the panel lists the new call
+            self._signal()
         if fresh and self.on_fan_out is not None:
-            self.apply()  # the bar appears with its first task counted
             self.on_fan_out(group)  # type: ignore[arg-type]
-        elif self._inbox.qsize() > APPLY_EVERY:
-            self.apply()
         return record
+
+    def track(self, inner: Future[Any], record: TaskRecord, ends_here: bool) -> Future[Any]:
+        """Follow *inner* on *record*; return the Future the caller should get.
+
+        Args:
+            inner: The backend's Future for the call.
+            record: The call's record.
+            ends_here: Whether the call records its own end (`TrackedCall` with a tracker);
+                then only `cancel` can end it otherwise, and *inner* is not watched at all
+                (a done-callback, or anything stored on *inner*, would slow every Future).
+
+        daglite-nb's own calls get a `LiveFuture`; other calls (daglite's `map_tasks`, which
+        never shows its futures) keep the backend's Future, which saves an object per task.
+        """
+        if not ends_here:
+            inner.add_done_callback(partial(self.settle, record))
+        if record.final is None:
+            record.future = inner
+        if not record.direct:
+            return inner
+        future = LiveFuture(record, self)
+        inner.add_done_callback(future._follow)
+        return future
 
     def direct(self, group: TaskGroup | None = None) -> _Direct:
         """Mark the calls this thread submits inside a `with` block as daglite-nb's own.
@@ -344,115 +344,123 @@ class Tracker(_Observable):
 
     # region State changes
 
-    def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
-        """Handle a worker's report that a call started (daglite event handler)."""
-        worker = data.get("worker") or _worker_name(data["thread"], data["pid"])
-        self._post((_STARTED, data["id"], worker, data["at"]))
+    def started(self, record: TaskRecord, worker: str, at: float) -> None:
+        """Record that the call *record* started on *worker* at time *at*."""
+        if record.started is not None or record.final is not None:  # reported twice, or late
+            return
+        record.worker = worker
+        record.started = at
+        if record.listeners:
+            self.touch(record)
+        elif record.group is not None and record.group.listeners and not self._signalled:
+            self.touch(record.group)
 
-    def settle(self, record: TaskRecord, inner: Future[Any]) -> str:
-        """Record the end of *inner* on *record*; return its final state."""
-        error = None
-        if inner.cancelled():
-            state = CANCELLED
-        else:
-            error = inner.exception()
-            state = FINISHED if error is None else FAILED
-        record.ended = time.time()
-        record.future = None  # no cycle between records and futures once settled
+    def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
+        """Handle a report, sent from another process, that a call started (daglite handler)."""
+        record = self._live.get(data["id"])
+        if record is not None:
+            self.started(record, data.get("worker") or f"pid {data['pid']}", data["at"])
+
+    def settle(self, record: TaskRecord, inner: Future[Any]) -> None:
+        """Record the end of the call *record* from its finished Future *inner*."""
+        state, error = outcome(inner)
+        self.ended(record, state, error)
+
+    def ended(self, record: TaskRecord, state: str, error: BaseException | None = None) -> None:
+        """Record that the call *record* ended in *state* (with *error*, if it failed)."""
+        now = time.time()
+        group = record.group
         failure = None
         if error is not None:
-            record.error = _original(error) if record.direct else error
-            if record.group is not None and len(record.group.failures) < GROUP_FAILURES:
+            error = _original(error) if record.direct else error
+            if group is not None and len(group.failures) < GROUP_FAILURES:
                 # Formatted now: the exception may be re-raised and grow later frames.
-                failure = Failure.of(record.error)
-        self._post((_SETTLED, record, state, failure))
-        return state
+                failure = Failure.of(error)
+        with self.lock:
+            if record.final is not None:  # a second cancel
+                return
+            record.final, record.ended, record.error = state, now, error
+            record.future = None  # no cycle between records and futures once settled
+            del self._live[record.id]
+            self._ended[state] += 1
+            self.recent.append(record)
+            if record.listeners:
+                self._changed[id(record)] = record
+            if group is not None:
+                group.ended_counts[state] += 1
+                if failure is not None and len(group.failures) < GROUP_FAILURES:
+                    group.failures.append(failure)
+                if group.done == group.total:
+                    group.ended = now
+                if group.listeners:
+                    self._changed[id(group)] = group
+        if not self._signalled:
+            self._signal()
 
-    def cancel_pending(self, cell: int | None = None) -> int:
-        """Cancel pending tasks (of cell *cell* only, if given); return how many were cancelled."""
-        futures = [
-            r.future
-            for r in self.live.values()
-            if r.future is not None and (cell is None or r.cell == cell)
-        ]
-        return sum(future.cancel() for future in futures)
+    def touch(self, observable: _Observable) -> None:
+        """Have *observable*'s listeners told at the next `apply()`."""
+        with self.lock:
+            self._changed[id(observable)] = observable
+        if not self._signalled:
+            self._signal()
+
+    def cancel(self, record: TaskRecord) -> bool:
+        """Cancel the call *record* if it has not started; return whether it is cancelled."""
+        future = record.future
+        if future is None or not future.cancel():
+            return record.final == CANCELLED
+        self.ended(record, CANCELLED)
+        return True
+
+    def cancel_pending(self, cell: int | None = None, backend: str | None = None) -> int:
+        """Cancel pending calls (of *cell*, on *backend*, if given); return how many."""
+        return sum(
+            self.cancel(record)
+            for record in self.live.values()
+            if record.started is None
+            and (cell is None or record.cell == cell)
+            and (backend is None or record.backend == backend)
+        )
 
     def apply(self) -> None:
-        """Fold the changes that have arrived into records, groups and counts; notify."""
-        if self._inbox.empty():
-            return
-        changed: dict[int, _Observable] = {}
+        """Count the running calls; tell the listeners what changed since the last time."""
+        running: Counter[TaskGroup | None] = Counter(
+            r.group for r in list(self._live.values()) if r.started is not None
+        )
         with self.lock:
-            self._signalled = False
-            while True:
-                try:
-                    event = self._inbox.get_nowait()
-                except Empty:
-                    break
-                record = self._apply(event)
-                if record is not None:
-                    for observable in (record, record.group):
-                        if observable is not None and observable.listeners:
-                            changed[id(observable)] = observable
+            self._running = sum(running.values())
+            for group in running:
+                if group is not None:
+                    group.running = running[group]
+            stopped = [g for g in self._groups_running if g not in running]
+            for group in stopped:
+                group.running = 0
+            self._groups_running = [g for g in running if g is not None]
+            signalled, self._signalled = self._signalled, False
+            changed, self._changed = self._changed, {}
+        if not signalled:
+            return
         for observable in changed.values():
             observable.notify()
         if self.listeners:
             self.notify()
 
-    def _post(self, event: tuple[Any, ...]) -> None:
-        self._inbox.put(event)
-        if not self._signalled and self.on_events is not None:
-            self._signalled = True
+    def _signal(self) -> None:
+        self._signalled = True
+        if self.on_events is not None:
             self.on_events()
-
-    def _apply(self, event: tuple[Any, ...]) -> TaskRecord | None:
-        kind = event[0]
-        if kind is _SUBMITTED:
-            record = event[1]
-            self._live[record.id] = record
-            self._counts[PENDING] += 1
-            if record.group is not None:
-                record.group.total += 1
-                record.group.counts[PENDING] += 1
-            return record
-        if kind is _STARTED:
-            record = self._live.get(event[1])
-            if record is None:  # already settled: the report came in late
-                return None
-            record.worker, record.started = event[2], event[3]
-            return record if self._move(record, RUNNING) else None
-        _, record, state, failure = event
-        self._move(record, state)
-        del self._live[record.id]
-        self.recent.append(record)
-        group = record.group
-        if group is not None:
-            if failure is not None and len(group.failures) < GROUP_FAILURES:
-                group.failures.append(failure)
-            if group.done == group.total:
-                group.ended = record.ended
-        return record
-
-    def _move(self, record: TaskRecord, state: str) -> bool:
-        old = record.state
-        if state not in _NEXT.get(old, ()):
-            return False
-        counts = self._counts
-        counts[old] -= 1
-        counts[state] += 1
-        if record.group is not None:
-            counts = record.group.counts
-            counts[old] -= 1
-            counts[state] += 1
-        record.state = state
-        return True
-
-
-def _worker_name(thread: str, pid: int) -> str:
-    return thread if pid == os.getpid() else f"pid {pid}"
 
 
 # region Futures
+
+
+def outcome(future: Future[Any]) -> tuple[str, BaseException | None]:
+    """The final state of the finished *future*, and its exception if it failed."""
+    try:
+        error = future.exception()
+    except CancelledError:
+        return CANCELLED, None
+    return (FINISHED if error is None else FAILED), error
 
 
 def _original(error: BaseException) -> BaseException:
@@ -471,16 +479,14 @@ class LiveFuture(Future):
     and cancellation flow back. In a notebook it displays as a live status widget.
     """
 
-    def __init__(self, record: TaskRecord, inner: Future[Any], tracker: Tracker) -> None:
+    def __init__(self, record: TaskRecord, tracker: Tracker) -> None:
         super().__init__()
         self.record = record
-        self._inner: Future[Any] | None = inner
         self.tracker = tracker
 
     @property
     def state(self) -> str:
         """pending, running, finished, failed or cancelled."""
-        self.tracker.apply()
         return self.record.state
 
     @property
@@ -496,32 +502,31 @@ class LiveFuture(Future):
     @property
     def worker(self) -> str | None:
         """Thread name or process id of the worker that ran it, once it started."""
-        self.tracker.apply()
         return self.record.worker
 
     @property
     def elapsed(self) -> float:
         """Seconds it has been running (or waiting, before it started)."""
-        self.tracker.apply()
         return self.record.elapsed
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started; return whether it was cancelled."""
-        inner = self._inner
-        return self.cancelled() or (inner is not None and inner.cancel())
+        return self.cancelled() or self.tracker.cancel(self.record)
 
     def __await__(self) -> Any:
         return asyncio.wrap_future(self).__await__()
 
-    def _settle(self, inner: Future[Any]) -> None:
-        state = self.tracker.settle(self.record, inner)
-        self._inner = None
+    def _follow(self, inner: Future[Any]) -> None:
+        """Take *inner*'s outcome (a done-callback; the record has ended before)."""
+        state, error = outcome(inner)
         if state == CANCELLED:
             super().cancel()
-        elif state == FAILED:
-            self.set_exception(self.record.error)
+        elif error is not None:
+            self.set_exception(_original(error))
         else:
             self.set_result(inner.result())
+        if self.record.listeners:
+            self.tracker.touch(self.record)
 
     def __repr__(self) -> str:
         return f"<LiveFuture {self.record.call} on {self.record.backend}>"

@@ -13,7 +13,8 @@ EVIL = "<script>alert(1)</script>"
 
 def _record(name=EVIL, args=(EVIL,), state="finished"):
     record = TaskRecord(1, name, args, {}, backend=EVIL, map_index=None, cell=3, group=None)
-    record.state, record.worker = state, EVIL
+    record.worker, record.started = EVIL, 1.0
+    record.final = None if state == "running" else state
     return record
 
 
