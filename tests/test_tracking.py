@@ -180,3 +180,22 @@ def test_listeners_are_told_once_per_apply():
     tracker.listen(lambda: told.append("tracker"))
     _submit(tracker)
     assert signals == [1, 1], "the tracker's listeners (the panel) watch every call"
+
+
+def test_a_submit_that_raises_ends_its_record_as_failed():
+    from daglite.backends.base import Backend
+
+    from daglite_nb._daglite import SubmitContext
+    from daglite_nb.backends import tracked_backend
+
+    class Broken(Backend):
+        name = "broken"
+
+        def _submit(self, func, args, kwargs, *, context):
+            raise RuntimeError("pool is broken")
+
+    tracker = Tracker()
+    backend = tracked_backend(Broken, tracker, "broken")()
+    with pytest.raises(RuntimeError, match="pool is broken"):
+        backend._submit(len, ((),), {}, context=SubmitContext(map_index=None))
+    assert _nonzero(tracker.counts) == {"failed": 1} and tracker.live == {}
