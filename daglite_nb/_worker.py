@@ -208,6 +208,6 @@ class StartReports:
         if self._tracker is not None:  # in the kernel: *running* is the call's record
             self._tracker.started(running, _here.thread_name(), time.time())
         elif reporter is not None:
-            thread = threading.current_thread().name
+            thread = _here.thread_name()
             report = {"id": running, "thread": thread, "pid": os.getpid(), "at": time.time()}
             reporter.report(TASK_STARTED, report)

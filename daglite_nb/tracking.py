@@ -166,8 +166,6 @@ class TaskGroup(_Observable):
         self.tracker = tracker
         self.total = 0
         """Calls submitted so far (only the submitting thread counts them)."""
-        self.running = 0
-        """Calls running, as of the tracker's last `apply()`."""
         self.ended_counts: dict[str, int] = dict.fromkeys(TERMINAL, 0)
         self.failures: list[Failure] = []
         self.created = time.time()
@@ -182,7 +180,8 @@ class TaskGroup(_Observable):
     def counts(self) -> dict[str, int]:
         """Tasks by state."""
         done = self.done
-        running = min(self.running, self.total - done) if self.ended is None else 0
+        running = self.tracker.running_in(self) if self.tracker is not None else 0
+        running = min(running, self.total - done) if self.ended is None else 0
         return {PENDING: self.total - done - running, RUNNING: running, **self.ended_counts}
 
     @property
@@ -246,11 +245,11 @@ class Tracker(_Observable):
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self.on_events: Callable[[], None] | None = None
         self._ended: dict[str, int] = dict.fromkeys(TERMINAL, 0)
-        self._running = 0
+        self._running: Counter[TaskGroup | None] = Counter()
+        """Calls running, by fan-out, as counted by the last `apply()`."""
         self._live: dict[int, TaskRecord] = {}
         self._changed: dict[int, _Observable] = {}
         self._signalled = False
-        self._groups_running: list[TaskGroup] = []
         self._next_id = itertools.count(1).__next__
         self._local = _ThreadMode()
 
@@ -261,7 +260,7 @@ class Tracker(_Observable):
         """Tasks by state, for every task of the session."""
         self.apply()
         with self.lock:
-            live, running = len(self._live), min(self._running, len(self._live))
+            live, running = len(self._live), min(self._running.total(), len(self._live))
             return {PENDING: live - running, RUNNING: running, **self._ended}
 
     @property
@@ -397,6 +396,10 @@ class Tracker(_Observable):
         if not self._signalled:
             self._signal()
 
+    def running_in(self, group: TaskGroup) -> int:
+        """How many calls of *group* ran at the last `apply()`."""
+        return self._running[group]
+
     def touch(self, observable: _Observable) -> None:
         """Have *observable*'s listeners told at the next `apply()`."""
         with self.lock:
@@ -428,14 +431,7 @@ class Tracker(_Observable):
             r.group for r in list(self._live.values()) if r.started is not None
         )
         with self.lock:
-            self._running = sum(running.values())
-            for group in running:
-                if group is not None:
-                    group.running = running[group]
-            stopped = [g for g in self._groups_running if g not in running]
-            for group in stopped:
-                group.running = 0
-            self._groups_running = [g for g in running if g is not None]
+            self._running = running
             signalled, self._signalled = self._signalled, False
             changed, self._changed = self._changed, {}
         if not signalled:
