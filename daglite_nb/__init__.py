@@ -116,9 +116,9 @@ def submit(task: Any, /, *args: Any, backend: str | None = None, **kwargs: Any) 
         A `LiveFuture`: a `concurrent.futures.Future` that displays as a live status widget.
         A failed task's `result()` raises the task's own exception.
     """
-    from daglite_nb import session
+    from daglite_nb.session import require  # a module, not the package: the cheaper import
 
-    return session.require().submit(task, args, kwargs, backend)
+    return require().submit(task, args, kwargs, backend)
 
 
 def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFutureGroup:  # noqa: A001
@@ -127,9 +127,9 @@ def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFuture
     Returns:
         A `LiveFutureGroup`: the futures in order, with `.results()`, shown as one progress bar.
     """
-    from daglite_nb import session
+    from daglite_nb.session import require
 
-    return session.require().map(task, iterables, backend)
+    return require().map(task, iterables, backend)
 
 
 async def wait(

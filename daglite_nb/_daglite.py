@@ -58,9 +58,8 @@ def route_names(manager: BackendManager, canonical: Callable[[str], str]) -> Non
     manager.get = get_canonical  # type: ignore[method-assign]
 
 
-def is_active(session: SessionContext) -> bool:
-    """Tell whether *session* is the active daglite session of the current context."""
-    return SessionContext.__var__.get() is session
+active_session: Callable[[], SessionContext | None] = SessionContext.__var__.get
+"""Return the active daglite session of the current context."""
 
 
 def started_backend(manager: BackendManager, name: str) -> Backend | None:

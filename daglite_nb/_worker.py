@@ -8,19 +8,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
-from typing import TYPE_CHECKING
 from typing import Any
 
 import cloudpickle
 
 from daglite_nb import _daglite
-from daglite_nb.tracking import FAILED
-from daglite_nb.tracking import FINISHED
-
-if TYPE_CHECKING:
-    from daglite_nb.tracking import TaskRecord
-    from daglite_nb.tracking import Tracker
+from daglite_nb.tracking import RUNNING_RECORD
+from daglite_nb.tracking import TaskRecord
+from daglite_nb.tracking import running_record
 
 PARENT_POLL_SECONDS = 0.5
 """How often a worker checks that the kernel that forked it is still alive."""
@@ -86,73 +81,30 @@ def _load(blob: bytes) -> Callable[..., Any]:
 TASK_STARTED = "daglite_nb.task_started"
 """Event type a worker reports through daglite's event reporter when a tracked call starts."""
 
-RUNNING_RECORD: ContextVar[TaskRecord | int | None] = ContextVar(
-    "daglite_nb_running_record", default=None
-)
-"""The tracked call that runs in the current context: its record, or its id outside the kernel."""
-
-
-class running_record:  # noqa: N801 - used like contextlib's lower-case context managers
-    """Mark the calls made inside a `with` block as the tracked call *record_id*."""
-
-    __slots__ = ("_record_id", "_token")
-
-    def __init__(self, record_id: int | None) -> None:
-        self._record_id = record_id
-
-    def __enter__(self) -> None:
-        self._token = RUNNING_RECORD.set(self._record_id)
-
-    def __exit__(self, *exc: object) -> None:
-        RUNNING_RECORD.reset(self._token)
-
 
 class TrackedCall:
-    """A backend call that runs as the tracked call *record*, wherever it runs.
+    """A call, sent to run elsewhere, that runs there as the tracked call *record_id*.
 
-    Where it runs, `RUNNING_RECORD` names the call: its record in the kernel's process, its
-    record id in any other (pickled, the call leaves the record and tracker behind). With a
-    *tracker* (backends that run calls in the kernel's process), it also records how the call
-    ended, straight from the worker; otherwise the end is taken from the backend's Future.
+    (Backends that run calls in the kernel's own process run the `TaskRecord` itself.)
     """
 
-    __slots__ = ("func", "record_id", "record", "tracker")
+    __slots__ = ("func", "record_id")
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        record_id: int,
-        record: TaskRecord | None = None,
-        tracker: Tracker | None = None,
-    ) -> None:
+    def __init__(self, func: Callable[..., Any], record_id: int) -> None:
         self.func = func
         self.record_id = record_id
-        self.record = record
-        self.tracker = tracker
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        record = self.record
-        token = RUNNING_RECORD.set(self.record_id if record is None else record)
-        try:
-            result = self.func(*args, **kwargs)
-        except BaseException as error:
-            if self.tracker is not None:
-                self.tracker.ended(record, FAILED, error)  # type: ignore[arg-type]
-            raise
-        finally:
-            RUNNING_RECORD.reset(token)
-        if self.tracker is not None:
-            self.tracker.ended(record, FINISHED)  # type: ignore[arg-type]
-        return result
-
-    def __reduce__(self) -> Any:
-        return (TrackedCall, (self.func, self.record_id))
+        with running_record(self.record_id):
+            return self.func(*args, **kwargs)
 
 
 def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
-    """Split a `TrackedCall` into the callable it runs and its record id."""
+    """Split a tracked call (`TrackedCall` or `TaskRecord`) into what it runs and its id."""
     if isinstance(func, TrackedCall):
         return func.func, func.record_id
+    if isinstance(func, TaskRecord):
+        return func.func, func.id  # type: ignore[return-value]
     return func, None
 
 
@@ -205,8 +157,10 @@ class StartReports:
         running = RUNNING_RECORD.get()
         if running is None:
             return
-        if self._tracker is not None:  # in the kernel: *running* is the call's record
-            self._tracker.started(running, _here.thread_name(), time.time())
+        if self._tracker is not None:  # in the kernel: the call's record, or a TrackedCall's id
+            record = running if isinstance(running, TaskRecord) else self._tracker.find(running)
+            if record is not None:
+                self._tracker.started(record, _here.thread_name(), time.time())
         elif reporter is not None:
             thread = _here.thread_name()
             report = {"id": running, "thread": thread, "pid": os.getpid(), "at": time.time()}

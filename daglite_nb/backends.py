@@ -152,9 +152,10 @@ registry = BackendRegistry()
 class _Tracked:
     """Mixin that records every call a backend runs (see `Tracker.track` for what it returns).
 
-    Each call runs wrapped in a `TrackedCall`, which names its record where it runs, so the
-    worker reports the start through daglite's `before_node_execute` hook. Backends whose
-    `runs_here` is true run calls in this process: the wrapper records the end as well.
+    Backends whose `runs_here` is true run calls in this process: they get the call's
+    `TaskRecord` to run, which names itself where it runs (so the worker reports the start
+    through daglite's `before_node_execute` hook) and records the end. Other backends get a
+    `TrackedCall`, which names the record's id wherever it runs; their Futures tell the end.
     """
 
     _tracker: Tracker
@@ -175,7 +176,12 @@ class _Tracked:
             named = self._named = (func, _daglite.task_name(func))
         record = tracker.new_record(named[1], args, kwargs, self.name, context.map_index)
         here = self.runs_here
-        call = TrackedCall(func, record.id, record, tracker if here else None)
+        call: Callable[..., Any]
+        if here:
+            record.func, record.tracker = func, tracker
+            call = record
+        else:
+            call = TrackedCall(func, record.id)
         try:
             inner = super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
         except BaseException as exc:

@@ -52,8 +52,8 @@ from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._worker import PARENT_POLL_SECONDS
 from daglite_nb._worker import TASK_STARTED
-from daglite_nb._worker import running_record
 from daglite_nb._worker import unwrap
+from daglite_nb.tracking import running_record
 
 logger = logging.getLogger(__name__)
 

@@ -86,6 +86,7 @@ class NotebookSession:
         self.session_id = uuid.uuid4().hex[:8]
         self._lock = threading.RLock()
         self.tracker = Tracker()
+        self._last_callable: tuple[Any, Any] = (None, None)
         if options.progress:
             self.tracker.on_fan_out = _show_fan_out
         self._closed = False
@@ -196,16 +197,16 @@ class NotebookSession:
         Raises:
             UsageError: If the name is unknown or the backend cannot start.
         """
-        entry = registry.resolve(name or self.backend)
-        started = _daglite.started_backend(self._manager, entry.name)
+        canonical = self._daglite.backend if name is None else registry.resolve(name).name
+        started = _daglite.started_backend(self._manager, canonical)
         if started is not None and not self._closed:
             return started
         with self._lock:
             self._require_open()
             try:
-                return self._context.run(self._manager.get, entry.name)
+                return self._context.run(self._manager.get, canonical)
             except Exception as exc:
-                raise UsageError(f"Backend {entry.name!r} could not start: {exc}") from None
+                raise UsageError(f"Backend {canonical!r} could not start: {exc}") from None
 
     def started_backends(self) -> tuple[str, ...]:
         """Names of the backends this session has started."""
@@ -219,7 +220,7 @@ class NotebookSession:
         self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], backend: str | None
     ) -> LiveFuture:
         """Submit one call of *func* to *backend* (default: the session's)."""
-        call = _daglite.backend_callable(_require_callable(func, "submit"), "submit")
+        call = self._backend_callable(func, "submit")
         instance = self.backend_instance(backend)
         return self._in_session(self._submit_direct, instance, call, args, kwargs)
 
@@ -229,7 +230,7 @@ class NotebookSession:
 
     def map(self, func: Any, iterables: tuple[Any, ...], backend: str | None) -> LiveFutureGroup:
         """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
-        call = _daglite.backend_callable(_require_callable(func, "map"), "map")
+        call = self._backend_callable(func, "map")
         instance = self.backend_instance(backend)
         group = TaskGroup(_daglite.task_name(call), instance.name, self.tracker)
         return self._in_session(self._map_direct, instance, call, iterables, group)
@@ -244,10 +245,18 @@ class NotebookSession:
             ]
         return LiveFutureGroup(group, futures)  # type: ignore[arg-type]
 
+    def _backend_callable(self, func: Any, verb: str) -> Any:
+        # Loops submit one callable many times: turn it into a backend callable once.
+        last = self._last_callable
+        if last[0] is not func:
+            call = _daglite.backend_callable(_require_callable(func, verb), verb)
+            last = self._last_callable = (func, call)
+        return last[1]
+
     def _in_session(self, func: Any, *args: Any) -> Any:
         # Submissions from any thread (user threads, widget callbacks) carry the session,
         # so workers find daglite's reporter; a copy, as threads cannot share one Context.
-        if _daglite.is_active(self._daglite):
+        if _daglite.active_session() is self._daglite:
             return func(*args)
         return self._context.copy().run(func, *args)
 

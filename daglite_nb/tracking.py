@@ -19,6 +19,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from concurrent.futures import Future
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 from typing import NamedTuple
@@ -49,6 +50,27 @@ _short = reprlib.Repr()
 _short.maxstring = 24
 _short.maxother = 24
 _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
+
+
+RUNNING_RECORD: ContextVar[TaskRecord | int | None] = ContextVar(
+    "daglite_nb_running_record", default=None
+)
+"""The tracked call that runs in the current context: its record, or its id outside the kernel."""
+
+
+class running_record:  # noqa: N801 - used like contextlib's lower-case context managers
+    """Mark the calls made inside a `with` block as the tracked call *record_id*."""
+
+    __slots__ = ("_record_id", "_token")
+
+    def __init__(self, record_id: int | None) -> None:
+        self._record_id = record_id
+
+    def __enter__(self) -> None:
+        self._token = RUNNING_RECORD.set(self._record_id)
+
+    def __exit__(self, *exc: object) -> None:
+        RUNNING_RECORD.reset(self._token)
 
 
 def _shorten(text: str, width: int = CALL_WIDTH) -> str:
@@ -93,7 +115,12 @@ class TaskRecord(_Observable):
     started: float | None = None
     ended: float | None = None
     future: Future[Any] | None = None
-    """While the call is live: the Future that cancels it."""
+    """While the call is live: the backend's Future, which cancels it."""
+    live_future: LiveFuture | None = None
+    """daglite-nb's own calls: the `LiveFuture` their caller holds."""
+    func: Callable[..., Any] | None = None
+    """What the record runs when a backend calls it (see `__call__`)."""
+    tracker: Tracker | None = None
     error: BaseException | None = None
     _call: str | None = None
 
@@ -119,6 +146,24 @@ class TaskRecord(_Observable):
         self.submitted = time.time()
         self._args: tuple[Any, ...] | None = args
         self._kwargs = kwargs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run `func` in this process as this call, and record how it ended.
+
+        Backends that run calls in the kernel's own process get the record itself as the
+        callable: while it runs, `RUNNING_RECORD` names it, so the worker's start report finds
+        it (see `daglite_nb._worker.StartReports`).
+        """
+        token = RUNNING_RECORD.set(self)
+        try:
+            result = self.func(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            self.tracker.ended(self, FAILED, error)  # type: ignore[union-attr]
+            raise
+        finally:
+            RUNNING_RECORD.reset(token)
+        self.tracker.ended(self, FINISHED, result=result)  # type: ignore[union-attr]
+        return result
 
     @property
     def state(self) -> str:
@@ -252,6 +297,7 @@ class Tracker(_Observable):
         self._signalled = False
         self._next_id = itertools.count(1).__next__
         self._local = _ThreadMode()
+        self._single_calls = _Direct(self._local, None)
 
     # region Reading
 
@@ -299,6 +345,8 @@ class Tracker(_Observable):
         record = TaskRecord(
             self._next_id(), name, args, kwargs, backend, map_index, self.cell, group, direct
         )
+        if direct:
+            record.live_future = LiveFuture(record, self)
         self._live[record.id] = record
         if group is not None:
             group.total += 1
@@ -316,22 +364,19 @@ class Tracker(_Observable):
         Args:
             inner: The backend's Future for the call.
             record: The call's record.
-            ends_here: Whether the call records its own end (`TrackedCall` with a tracker);
+            ends_here: Whether the call records its own end (the backend runs the record);
                 then only `cancel` can end it otherwise, and *inner* is not watched at all
                 (a done-callback, or anything stored on *inner*, would slow every Future).
 
-        daglite-nb's own calls get a `LiveFuture`; other calls (daglite's `map_tasks`, which
-        never shows its futures) keep the backend's Future, which saves an object per task.
+        daglite-nb's own calls get their `LiveFuture` (made with the record, and given the
+        outcome by `ended`); other calls (daglite's `map_tasks`, which never shows its futures)
+        keep the backend's Future, which saves an object per task.
         """
         if not ends_here:
             inner.add_done_callback(partial(self.settle, record))
         if record.final is None:
             record.future = inner
-        if not record.direct:
-            return inner
-        future = LiveFuture(record, self)
-        inner.add_done_callback(future._follow)
-        return future
+        return record.live_future or inner
 
     def direct(self, group: TaskGroup | None = None) -> _Direct:
         """Mark the calls this thread submits inside a `with` block as daglite-nb's own.
@@ -339,7 +384,7 @@ class Tracker(_Observable):
         Their futures raise a failed task's original exception (not daglite's `TaskError`), and
         their map-indexed calls join *group* instead of an automatic fan-out.
         """
-        return _Direct(self._local, group)
+        return self._single_calls if group is None else _Direct(self._local, group)
 
     # region State changes
 
@@ -354,19 +399,39 @@ class Tracker(_Observable):
         elif record.group is not None and record.group.listeners and not self._signalled:
             self.touch(record.group)
 
+    def find(self, record_id: int) -> TaskRecord | None:
+        """The record of the live call *record_id*, if it has not ended."""
+        return self._live.get(record_id)
+
     def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
         """Handle a report, sent from another process, that a call started (daglite handler)."""
-        record = self._live.get(data["id"])
+        record = self.find(data["id"])
         if record is not None:
             self.started(record, data.get("worker") or f"pid {data['pid']}", data["at"])
 
     def settle(self, record: TaskRecord, inner: Future[Any]) -> None:
         """Record the end of the call *record* from its finished Future *inner*."""
-        state, error = outcome(inner)
-        self.ended(record, state, error)
+        try:
+            error = inner.exception()
+        except CancelledError:
+            self.ended(record, CANCELLED)
+            return
+        if error is None:
+            self.ended(record, FINISHED, result=inner.result())
+        else:
+            self.ended(record, FAILED, error)
 
-    def ended(self, record: TaskRecord, state: str, error: BaseException | None = None) -> None:
-        """Record that the call *record* ended in *state* (with *error*, if it failed)."""
+    def ended(
+        self,
+        record: TaskRecord,
+        state: str,
+        error: BaseException | None = None,
+        result: Any = None,
+    ) -> None:
+        """Record that the call *record* ended in *state* (with *error*, or *result*).
+
+        Its `LiveFuture`, if it has one, gets the outcome too, after the record is final.
+        """
         now = time.time()
         group = record.group
         failure = None
@@ -393,6 +458,8 @@ class Tracker(_Observable):
                     group.ended = now
                 if group.listeners:
                     self._changed[id(group)] = group
+        if record.live_future is not None:
+            record.live_future.take(state, error, result)
         if not self._signalled:
             self._signal()
 
@@ -450,15 +517,6 @@ class Tracker(_Observable):
 # region Futures
 
 
-def outcome(future: Future[Any]) -> tuple[str, BaseException | None]:
-    """The final state of the finished *future*, and its exception if it failed."""
-    try:
-        error = future.exception()
-    except CancelledError:
-        return CANCELLED, None
-    return (FINISHED if error is None else FAILED), error
-
-
 def _original(error: BaseException) -> BaseException:
     """The user's exception behind daglite's `TaskError` wrapper."""
     from daglite.exceptions import TaskError
@@ -471,8 +529,10 @@ def _original(error: BaseException) -> BaseException:
 class LiveFuture(Future):
     """A `concurrent.futures.Future` that knows its task's state and shows it live.
 
-    It follows the backend's own Future: `cancel()` cancels that one, and results, exceptions
-    and cancellation flow back. In a notebook it displays as a live status widget.
+    It is made with its task's record and gets the outcome as the record ends (`take`), right
+    from the worker on the inline and thread backends; `cancel()` cancels the backend's Future.
+    A failed task raises its own exception, not daglite's `TaskError`. In a notebook it displays
+    as a live status widget.
     """
 
     def __init__(self, record: TaskRecord, tracker: Tracker) -> None:
@@ -512,17 +572,14 @@ class LiveFuture(Future):
     def __await__(self) -> Any:
         return asyncio.wrap_future(self).__await__()
 
-    def _follow(self, inner: Future[Any]) -> None:
-        """Take *inner*'s outcome (a done-callback; the record has ended before)."""
-        state, error = outcome(inner)
+    def take(self, state: str, error: BaseException | None, result: Any) -> None:
+        """Take the call's outcome (from `Tracker.ended`, once the record is final)."""
         if state == CANCELLED:
             super().cancel()
         elif error is not None:
-            self.set_exception(_original(error))
+            self.set_exception(error)
         else:
-            self.set_result(inner.result())
-        if self.record.listeners:
-            self.tracker.touch(self.record)
+            self.set_result(result)
 
     def __repr__(self) -> str:
         return f"<LiveFuture {self.record.call} on {self.record.backend}>"
