@@ -158,9 +158,10 @@ class StartReports:
         if running is None:
             return
         if self._tracker is not None:  # in the kernel: the call's record, or a TrackedCall's id
-            record = running if isinstance(running, TaskRecord) else self._tracker.find(running)
-            if record is not None:
-                self._tracker.started(record, _here.thread_name(), time.time())
+            if isinstance(running, TaskRecord):
+                self._tracker.started(running, _here.thread_name(), time.time())
+            else:  # a backend that runs calls here but takes their end from its Futures
+                self._tracker.reported(running, _here.thread_name(), time.time())
         elif reporter is not None:
             thread = _here.thread_name()
             report = {"id": running, "thread": thread, "pid": os.getpid(), "at": time.time()}

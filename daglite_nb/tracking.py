@@ -223,10 +223,10 @@ class TaskGroup(_Observable):
 
     @property
     def counts(self) -> dict[str, int]:
-        """Tasks by state."""
+        """Tasks by state (the running ones as of the tracker's last `apply()`)."""
         done = self.done
         running = self.tracker.running_in(self) if self.tracker is not None else 0
-        running = min(running, self.total - done) if self.ended is None else 0
+        running = max(0, min(running, self.total - done)) if self.ended is None else 0
         return {PENDING: self.total - done - running, RUNNING: running, **self.ended_counts}
 
     @property
@@ -276,22 +276,25 @@ class Tracker(_Observable):
     """All records of one session: live ones, a bounded tail of finished ones, and counts.
 
     A call costs as little as possible while it runs: submitting adds its record to the live
-    ones, its worker stamps the start on the record, and its end is recorded under `lock`
-    (the final state, the counts of ended calls, the failures). How many calls run is counted
-    by `apply()`, which also tells the listeners what changed; readers apply before they read,
-    and while widgets are shown the flusher applies at most 10 times a second (`on_events`).
+    ones, its worker stamps the start on the record and appends it to a list of starts, and
+    its end is recorded under `lock` (the final state, the counts, the failures). `apply()`
+    folds the starts into the running counts and tells the listeners what changed; readers
+    apply before they read, and while widgets are shown the flusher applies at most 10 times a
+    second (`on_events`).
     """
 
     def __init__(self, recent: int = RECENT_RECORDS) -> None:
         super().__init__()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.recent: deque[TaskRecord] = deque(maxlen=recent)
         self.cell: int | None = None
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self.on_events: Callable[[], None] | None = None
         self._ended: dict[str, int] = dict.fromkeys(TERMINAL, 0)
         self._running: Counter[TaskGroup | None] = Counter()
-        """Calls running, by fan-out, as counted by the last `apply()`."""
+        """Calls running, by fan-out: starts counted by `apply()`, minus the ends since."""
+        self._starts: list[TaskGroup | None] = []
+        """The fan-outs of calls that started since the last `apply()` (workers append)."""
         self._live: dict[int, TaskRecord] = {}
         self._changed: dict[int, _Observable] = {}
         self._signalled = False
@@ -306,7 +309,8 @@ class Tracker(_Observable):
         """Tasks by state, for every task of the session."""
         self.apply()
         with self.lock:
-            live, running = len(self._live), min(self._running.total(), len(self._live))
+            live = len(self._live)
+            running = max(0, min(self._running.total(), live))
             return {PENDING: live - running, RUNNING: running, **self._ended}
 
     @property
@@ -389,25 +393,31 @@ class Tracker(_Observable):
     # region State changes
 
     def started(self, record: TaskRecord, worker: str, at: float) -> None:
-        """Record that the call *record* started on *worker* at time *at*."""
+        """Record that the call *record* started on *worker* at time *at*.
+
+        No lock: called by the thread that runs the call, which alone ends it later (a call
+        that started cannot be cancelled). Reports from elsewhere go through `reported`.
+        """
         if record.started is not None or record.final is not None:  # reported twice, or late
             return
         record.worker = worker
         record.started = at
+        self._starts.append(record.group)
         if record.listeners:
             self.touch(record)
         elif record.group is not None and record.group.listeners and not self._signalled:
             self.touch(record.group)
 
-    def find(self, record_id: int) -> TaskRecord | None:
-        """The record of the live call *record_id*, if it has not ended."""
-        return self._live.get(record_id)
+    def reported(self, record_id: int, worker: str, at: float) -> None:
+        """Record that call *record_id* started, as reported from a thread that does not end it."""
+        with self.lock:  # against its end, recorded meanwhile by another thread
+            record = self._live.get(record_id)
+            if record is not None:
+                self.started(record, worker, at)
 
     def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
         """Handle a report, sent from another process, that a call started (daglite handler)."""
-        record = self.find(data["id"])
-        if record is not None:
-            self.started(record, data.get("worker") or f"pid {data['pid']}", data["at"])
+        self.reported(data["id"], data.get("worker") or f"pid {data['pid']}", data["at"])
 
     def settle(self, record: TaskRecord, inner: Future[Any]) -> None:
         """Record the end of the call *record* from its finished Future *inner*."""
@@ -445,6 +455,8 @@ class Tracker(_Observable):
                 return
             record.final, record.ended, record.error = state, now, error
             record.future = None  # no cycle between records and futures once settled
+            if record.started is not None:
+                self._running[group] -= 1
             del self._live[record.id]
             self._ended[state] += 1
             self.recent.append(record)
@@ -493,12 +505,12 @@ class Tracker(_Observable):
         )
 
     def apply(self) -> None:
-        """Count the running calls; tell the listeners what changed since the last time."""
-        running: Counter[TaskGroup | None] = Counter(
-            r.group for r in list(self._live.values()) if r.started is not None
-        )
+        """Count the calls that started; tell the listeners what changed since the last time."""
         with self.lock:
-            self._running = running
+            starts = self._starts
+            begun = len(starts)
+            self._running.update(starts[:begun])
+            del starts[:begun]  # what workers append meanwhile stays for the next time
             signalled, self._signalled = self._signalled, False
             changed, self._changed = self._changed, {}
         if not signalled:

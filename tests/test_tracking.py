@@ -199,3 +199,23 @@ def test_a_submit_that_raises_ends_its_record_as_failed():
     with pytest.raises(RuntimeError, match="pool is broken"):
         backend._submit(len, ((),), {}, context=SubmitContext(map_index=None))
     assert _nonzero(tracker.counts) == {"failed": 1} and tracker.live == {}
+
+
+def test_running_counts_follow_starts_and_ends_per_fan_out():
+    tracker = Tracker()
+    group = TaskGroup("work", "thread", tracker)
+    pairs = [_submit(tracker, map_index=i, group=group) for i in range(5)]
+    for future, _ in pairs[:3]:
+        _start(tracker, future)
+    tracker.apply()  # as the flusher does before a refresh: starts are counted then
+    assert group.counts["running"] == 3 and group.counts["pending"] == 2
+    pairs[0][1].set_result(None)
+    pairs[3][1].set_result(None)  # never reported as started: pending -> finished
+    assert group.counts == {
+        "pending": 1,
+        "running": 2,
+        "finished": 2,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    assert tracker.counts["running"] == 2 and tracker.counts["pending"] == 1
