@@ -52,6 +52,10 @@ _short.maxother = 24
 _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
 
 
+def _shorten(text: str, width: int = CALL_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 RUNNING_RECORD: ContextVar[TaskRecord | int | None] = ContextVar(
     "daglite_nb_running_record", default=None
 )
@@ -71,10 +75,6 @@ class running_record:  # noqa: N801 - used like contextlib's lower-case context 
 
     def __exit__(self, *exc: object) -> None:
         RUNNING_RECORD.reset(self._token)
-
-
-def _shorten(text: str, width: int = CALL_WIDTH) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class _Observable:
