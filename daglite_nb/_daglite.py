@@ -12,15 +12,15 @@ from typing import Any
 from daglite._context import BackendContext
 from daglite._context import SessionContext
 from daglite._context import SubmitContext
+from daglite._resolvers import resolve_event_reporter
 from daglite.backends.base import Backend
 from daglite.backends.manager import BackendManager
 from daglite.composers import _AsyncGeneratorWrapper
 from daglite.composers import _AsyncWrapper
 from daglite.composers import _make_backend_callable
-from daglite.plugins.hooks.markers import hook_impl
 from daglite.settings import DagliteSettings
 
-__all__ = ["BackendContext", "SubmitContext", "hook_impl"]  # daglite's, re-exported here
+__all__ = ["BackendContext", "SubmitContext"]  # daglite's, re-exported here
 
 
 def builtin_backend_types() -> dict[str, type[Backend]]:
@@ -57,6 +57,9 @@ def route_names(manager: BackendManager, canonical: Callable[[str], str]) -> Non
 
     manager.get = get_canonical  # type: ignore[method-assign]
 
+
+event_reporter = resolve_event_reporter
+"""Return the daglite event reporter of the current context (a worker's), if any."""
 
 active_session: Callable[[], SessionContext | None] = SessionContext.__var__.get
 """Return the active daglite session of the current context."""

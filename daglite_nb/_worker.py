@@ -13,9 +13,9 @@ from typing import Any
 import cloudpickle
 
 from daglite_nb import _daglite
-from daglite_nb.tracking import RUNNING_RECORD
 from daglite_nb.tracking import TaskRecord
-from daglite_nb.tracking import running_record
+from daglite_nb.tracking import Tracker
+from daglite_nb.tracking import thread_name
 
 PARENT_POLL_SECONDS = 0.5
 """How often a worker checks that the kernel that forked it is still alive."""
@@ -54,8 +54,8 @@ class CallByValue:
 
     Functions and classes defined in notebook cells live in `__main__`; pickled by reference, a
     pool forked earlier would run their old body or fail to find them. The callable's bytes are
-    memoized per worker, so a fan-out unpickles its task once. The call runs as the tracked
-    call *record_id*, so the worker reports its start (see `StartReports`).
+    memoized per worker, so a fan-out unpickles its task once. The worker reports the start
+    of the tracked call *record_id* (see `report_start`).
     """
 
     __slots__ = ("func_blob", "args_blob", "record_id")
@@ -67,8 +67,8 @@ class CallByValue:
 
     def __call__(self) -> Any:  # noqa: D102
         args, kwargs = cloudpickle.loads(self.args_blob)
-        with running_record(self.record_id):
-            return _load(self.func_blob)(*args, **kwargs)
+        report_start(self.record_id)
+        return _load(self.func_blob)(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=16)
@@ -83,7 +83,7 @@ TASK_STARTED = "daglite_nb.task_started"
 
 
 class TrackedCall:
-    """A call, sent to run elsewhere, that runs there as the tracked call *record_id*.
+    """A call, sent to run elsewhere, that reports its start there as the tracked call *record_id*.
 
     (Backends that run calls in the kernel's own process run the `TaskRecord` itself.)
     """
@@ -95,8 +95,8 @@ class TrackedCall:
         self.record_id = record_id
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        with running_record(self.record_id):
-            return self.func(*args, **kwargs)
+        report_start(self.record_id)
+        return self.func(*args, **kwargs)
 
 
 def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
@@ -108,61 +108,28 @@ def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
     return func, None
 
 
-class _Here(threading.local):
-    """What a worker thread knows about itself (looked up once per thread)."""
+def report_start(record_id: int | None) -> None:
+    """Report, from the worker, that the tracked call *record_id* starts now.
 
-    name: str | None = None
-
-    def thread_name(self) -> str:
-        """The current thread's name."""
-        name = self.name
-        if name is None:
-            name = self.name = threading.current_thread().name
-        return name
-
-
-_here = _Here()
+    The report goes through the daglite event reporter of the context the call runs in (the
+    process pool's event queue, a Dask event topic) to the kernel's `StartReports` handler.
+    """
+    reporter = _daglite.event_reporter() if record_id is not None else None
+    if reporter is not None:
+        report = {"id": record_id, "thread": thread_name(), "pid": os.getpid(), "at": time.time()}
+        reporter.report(TASK_STARTED, report)
 
 
 class StartReports:
-    """daglite plugin that reports, from the worker, the real start of every tracked call.
+    """daglite plugin that hands the workers' start reports (`report_start`) to the tracker.
 
-    daglite calls its `before_node_execute` hook on the worker right before a task's body runs.
-    In the kernel's own process (inline and thread workers) the report goes straight to the
-    session's tracker; elsewhere (process pools, Dask workers) daglite rebuilds this plugin
-    from `to_config`, without a tracker, and the report travels through the worker's daglite
-    event reporter to the handler that `register_event_handlers` installed.
+    It only registers an event handler on the kernel's side: daglite ships to workers only
+    plugins that have a config, and this one has none.
     """
 
-    def __init__(self, tracker: Any = None) -> None:
+    def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
 
-    def to_config(self) -> dict[str, Any]:
-        """Nothing to configure: workers rebuild the plugin without the tracker."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> StartReports:
-        """Rebuild the plugin in a worker process."""
-        return cls()
-
     def register_event_handlers(self, registry: Any) -> None:
-        """Hand workers' start reports to the tracker (called by daglite on the coordinator)."""
-        if self._tracker is not None:
-            registry.register(TASK_STARTED, self._tracker.on_started)
-
-    @_daglite.hook_impl
-    def before_node_execute(self, metadata: Any, reporter: Any) -> None:
-        """Report that the tracked call running here starts now (daglite hook)."""
-        running = RUNNING_RECORD.get()
-        if running is None:
-            return
-        if self._tracker is not None:  # in the kernel: the call's record, or a TrackedCall's id
-            if isinstance(running, TaskRecord):
-                self._tracker.started(running, _here.thread_name(), time.time())
-            else:  # a backend that runs calls here but takes their end from its Futures
-                self._tracker.reported(running, _here.thread_name(), time.time())
-        elif reporter is not None:
-            thread = _here.thread_name()
-            report = {"id": running, "thread": thread, "pid": os.getpid(), "at": time.time()}
-            reporter.report(TASK_STARTED, report)
+        """Register the tracker's handler for start reports (called by daglite)."""
+        registry.register(TASK_STARTED, self._tracker.on_started)

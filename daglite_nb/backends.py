@@ -153,9 +153,9 @@ class _Tracked:
     """Mixin that records every call a backend runs (see `Tracker.track` for what it returns).
 
     Backends whose `runs_here` is true run calls in this process: they get the call's
-    `TaskRecord` to run, which names itself where it runs (so the worker reports the start
-    through daglite's `before_node_execute` hook) and records the end. Other backends get a
-    `TrackedCall`, which names the record's id wherever it runs; their Futures tell the end.
+    `TaskRecord` to run, which stamps the start and the end on itself from the worker thread.
+    Other backends get a `TrackedCall`, which reports the start through daglite's event
+    reporter wherever it runs; their Futures tell the end.
     """
 
     _tracker: Tracker

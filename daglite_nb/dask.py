@@ -52,8 +52,8 @@ from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._worker import PARENT_POLL_SECONDS
 from daglite_nb._worker import TASK_STARTED
+from daglite_nb._worker import report_start
 from daglite_nb._worker import unwrap
-from daglite_nb.tracking import running_record
 
 logger = logging.getLogger(__name__)
 
@@ -511,7 +511,8 @@ class _DaskCall:
 
         worker = get_worker()
         context = _worker_context(self.setup, worker, worker.get_current_task())
-        with context, SubmitContext(map_index=self.map_index), running_record(self.record_id):
+        with context, SubmitContext(map_index=self.map_index):
+            report_start(self.record_id)
             return self.func(*self.args, **self.kwargs)
 
 

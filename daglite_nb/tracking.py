@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import reprlib
 import threading
 import time
@@ -19,7 +20,6 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from concurrent.futures import Future
-from contextvars import ContextVar
 from functools import partial
 from typing import Any
 from typing import NamedTuple
@@ -56,25 +56,21 @@ def _shorten(text: str, width: int = CALL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-RUNNING_RECORD: ContextVar[TaskRecord | int | None] = ContextVar(
-    "daglite_nb_running_record", default=None
-)
-"""The tracked call that runs in the current context: its record, or its id outside the kernel."""
+class _ThisThread(threading.local):
+    """What a thread knows about itself (looked up once per thread)."""
+
+    name: str | None = None
 
 
-class running_record:  # noqa: N801 - used like contextlib's lower-case context managers
-    """Mark the calls made inside a `with` block as the tracked call *record_id*."""
+_this_thread = _ThisThread()
 
-    __slots__ = ("_record_id", "_token")
 
-    def __init__(self, record_id: int | None) -> None:
-        self._record_id = record_id
-
-    def __enter__(self) -> None:
-        self._token = RUNNING_RECORD.set(self._record_id)
-
-    def __exit__(self, *exc: object) -> None:
-        RUNNING_RECORD.reset(self._token)
+def thread_name() -> str:
+    """The current thread's name (a worker stamps it on each call it starts)."""
+    name = _this_thread.name
+    if name is None:
+        name = _this_thread.name = threading.current_thread().name
+    return name
 
 
 class _Observable:
@@ -148,21 +144,19 @@ class TaskRecord(_Observable):
         self._kwargs = kwargs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run `func` in this process as this call, and record how it ended.
+        """Run `func` as this call, in this process, and record its start and end.
 
         Backends that run calls in the kernel's own process get the record itself as the
-        callable: while it runs, `RUNNING_RECORD` names it, so the worker's start report finds
-        it (see `daglite_nb._worker.StartReports`).
+        callable, so the worker thread stamps the real start and the outcome on it.
         """
-        token = RUNNING_RECORD.set(self)
+        tracker: Tracker = self.tracker  # type: ignore[assignment]
+        tracker.started(self, thread_name(), time.time())
         try:
             result = self.func(*args, **kwargs)  # type: ignore[misc]
         except BaseException as error:
-            self.tracker.ended(self, FAILED, error)  # type: ignore[union-attr]
+            tracker.ended(self, FAILED, error)
             raise
-        finally:
-            RUNNING_RECORD.reset(token)
-        self.tracker.ended(self, FINISHED, result=result)  # type: ignore[union-attr]
+        tracker.ended(self, FINISHED, result=result)
         return result
 
     @property
@@ -416,8 +410,16 @@ class Tracker(_Observable):
                 self.started(record, worker, at)
 
     def on_started(self, event_type: Any, data: dict[str, Any]) -> None:
-        """Handle a report, sent from another process, that a call started (daglite handler)."""
-        self.reported(data["id"], data.get("worker") or f"pid {data['pid']}", data["at"])
+        """Handle a worker's report that a call started (daglite event handler).
+
+        The worker is named by the report (Dask workers), else by its thread if it runs in
+        this process, else by its process id.
+        """
+        worker = data.get("worker")
+        if worker is None:
+            here = data["pid"] == os.getpid()
+            worker = data["thread"] if here else f"pid {data['pid']}"
+        self.reported(data["id"], worker, data["at"])
 
     def settle(self, record: TaskRecord, inner: Future[Any]) -> None:
         """Record the end of the call *record* from its finished Future *inner*."""

@@ -34,6 +34,15 @@ def _start_process_pool(kernel, workers=2):
     return pids
 
 
+def test_worker_reports_the_start_through_daglite_events(kernel):
+    pids = _start_process_pool(kernel)
+    kernel.ok("import daglite_nb as dnb\nfut = dnb.submit(nap, 1.5)")
+    kernel.ok("while fut.state == 'pending':\n    time.sleep(0.02)")
+    assert kernel.eval("fut.state") == "running"
+    ran_on = kernel.eval("fut.result()")
+    assert ran_on in pids and kernel.eval("fut.worker") == f"pid {ran_on}"
+
+
 def test_task_defined_or_redefined_after_fork_runs_current_code(kernel):
     _start_process_pool(kernel)
     kernel.ok("@task\ndef body(x):\n    return ('new', x)")

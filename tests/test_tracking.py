@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future
 from contextlib import nullcontext
@@ -39,6 +40,14 @@ def test_pending_running_finished():
     assert future.state == "finished" and future.result() == 42
     assert _nonzero(tracker.counts) == {"finished": 1}
     assert tracker.live == {} and list(tracker.recent) == [future.record]
+
+
+def test_start_report_from_this_process_names_the_thread():
+    tracker = Tracker()
+    future, _ = _submit(tracker)
+    report = {"id": future.record.id, "thread": "w-1", "pid": os.getpid(), "at": 1.0}
+    tracker.on_started("started", report)
+    assert future.state == "running" and future.worker == "w-1"
 
 
 def test_failure_and_cancel_and_late_start_report():
