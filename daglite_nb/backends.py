@@ -150,7 +150,7 @@ registry = BackendRegistry()
 
 
 class _Tracked:
-    """Mixin that records every call a backend runs (see `Tracker.track` for what it returns).
+    """Mixin that records every call a backend runs.
 
     Backends whose `runs_here` is true run calls in this process: they get the call's
     `TaskRecord` to run, which stamps the start and the end on itself from the worker thread.
@@ -175,6 +175,10 @@ class _Tracked:
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
         record = tracker.new_record(named[1], args, kwargs, self.name, context.map_index)
+        # daglite-nb's own calls return their LiveFuture; the others (daglite's map_tasks, which
+        # never shows its futures) keep the backend's. Taken now: the record lets go of it as
+        # the call ends, which can be before the backend's submit returns.
+        caller_gets = record.live_future
         here = self.runs_here
         call: Callable[..., Any]
         if here:
@@ -187,7 +191,8 @@ class _Tracked:
         except BaseException as exc:
             tracker.ended(record, FAILED, exc)
             raise
-        return tracker.track(inner, record, ends_here=here)
+        tracker.track(inner, record, ends_here=here)
+        return caller_gets or inner
 
 
 def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:

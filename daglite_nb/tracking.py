@@ -76,6 +76,8 @@ def thread_name() -> str:
 class _Observable:
     """Something with listeners to tell about changes."""
 
+    __slots__ = ("listeners", "__weakref__")
+
     def __init__(self) -> None:
         self.listeners: tuple[Listener, ...] = ()
 
@@ -99,26 +101,36 @@ class _Observable:
 class TaskRecord(_Observable):
     """One task call and what is known about it.
 
-    No `__slots__`: what a new record has not learnt yet comes from class defaults, so
-    creating one (once per task) sets only what is known at submission.
+    Attributes:
+        final: finished, failed or cancelled, once the call ended.
+        worker: Thread name, process id or Dask worker that ran the call, once it started.
+        future: While the call is live: the backend's Future, which cancels it.
+        live_future: daglite-nb's own calls: the `LiveFuture` their caller holds.
+        func: What the record runs when a backend calls it (see `__call__`).
     """
 
-    listeners: tuple[Listener, ...] = ()
-    final: str | None = None
-    """finished, failed or cancelled, once the call ended."""
-    worker: str | None = None
-    """Thread name, process id or Dask worker that ran the call, once it started."""
-    started: float | None = None
-    ended: float | None = None
-    future: Future[Any] | None = None
-    """While the call is live: the backend's Future, which cancels it."""
-    live_future: LiveFuture | None = None
-    """daglite-nb's own calls: the `LiveFuture` their caller holds."""
-    func: Callable[..., Any] | None = None
-    """What the record runs when a backend calls it (see `__call__`)."""
-    tracker: Tracker | None = None
-    error: BaseException | None = None
-    _call: str | None = None
+    __slots__ = (
+        "id",
+        "name",
+        "backend",
+        "map_index",
+        "cell",
+        "group",
+        "direct",
+        "submitted",
+        "started",
+        "ended",
+        "final",
+        "worker",
+        "error",
+        "future",
+        "live_future",
+        "func",
+        "tracker",
+        "_args",
+        "_kwargs",
+        "_call",
+    )
 
     def __init__(
         self,
@@ -132,6 +144,7 @@ class TaskRecord(_Observable):
         group: TaskGroup | None,
         direct: bool = False,
     ) -> None:
+        self.listeners: tuple[Listener, ...] = ()
         self.id = record_id
         self.name = name
         self.backend = backend
@@ -140,8 +153,18 @@ class TaskRecord(_Observable):
         self.group = group
         self.direct = direct
         self.submitted = time.time()
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.final: str | None = None
+        self.worker: str | None = None
+        self.error: BaseException | None = None
+        self.future: Future[Any] | None = None
+        self.live_future: LiveFuture | None = None
+        self.func: Callable[..., Any] | None = None
+        self.tracker: Tracker | None = None
         self._args: tuple[Any, ...] | None = args
-        self._kwargs = kwargs
+        self._kwargs: dict[str, Any] | None = kwargs
+        self._call: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run `func` as this call, in this process, and record its start and end.
@@ -205,15 +228,12 @@ class TaskGroup(_Observable):
         self.tracker = tracker
         self.total = 0
         """Calls submitted so far (only the submitting thread counts them)."""
+        self.done = 0
+        """Calls that reached a final state."""
         self.ended_counts: dict[str, int] = dict.fromkeys(TERMINAL, 0)
         self.failures: list[Failure] = []
         self.created = time.time()
         self.ended: float | None = None
-
-    @property
-    def done(self) -> int:
-        """Tasks that reached a final state."""
-        return sum(self.ended_counts.values())
 
     @property
     def counts(self) -> dict[str, int]:
@@ -356,25 +376,17 @@ class Tracker(_Observable):
             self.on_fan_out(group)  # type: ignore[arg-type]
         return record
 
-    def track(self, inner: Future[Any], record: TaskRecord, ends_here: bool) -> Future[Any]:
-        """Follow *inner* on *record*; return the Future the caller should get.
+    def track(self, inner: Future[Any], record: TaskRecord, ends_here: bool) -> None:
+        """Follow *inner*, the backend's Future for the call *record*.
 
-        Args:
-            inner: The backend's Future for the call.
-            record: The call's record.
-            ends_here: Whether the call records its own end (the backend runs the record);
-                then only `cancel` can end it otherwise, and *inner* is not watched at all
-                (a done-callback, or anything stored on *inner*, would slow every Future).
-
-        daglite-nb's own calls get their `LiveFuture` (made with the record, and given the
-        outcome by `ended`); other calls (daglite's `map_tasks`, which never shows its futures)
-        keep the backend's Future, which saves an object per task.
+        If the call records its own end (*ends_here*: the backend runs the record), only
+        `cancel` can end it otherwise, and *inner* is not watched at all (a done-callback, or
+        anything stored on *inner*, would slow every Future); else *inner* tells the end.
         """
         if not ends_here:
             inner.add_done_callback(partial(self.settle, record))
         if record.final is None:
             record.future = inner
-        return record.live_future or inner
 
     def direct(self, group: TaskGroup | None = None) -> _Direct:
         """Mark the calls this thread submits inside a `with` block as daglite-nb's own.
@@ -466,14 +478,17 @@ class Tracker(_Observable):
                 self._changed[id(record)] = record
             if group is not None:
                 group.ended_counts[state] += 1
+                group.done += 1
                 if failure is not None and len(group.failures) < GROUP_FAILURES:
                     group.failures.append(failure)
                 if group.done == group.total:
                     group.ended = now
                 if group.listeners:
                     self._changed[id(group)] = group
-        if record.live_future is not None:
-            record.live_future.take(state, error, result)
+        live_future = record.live_future
+        if live_future is not None:
+            record.live_future = None  # the future keeps its record, not the other way round
+            live_future.take(state, error, result)
         if not self._signalled:
             self._signal()
 

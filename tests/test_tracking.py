@@ -19,7 +19,8 @@ def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None, direct
     with tracker.direct(group) if direct else nullcontext():
         record = tracker.new_record(name, args, kwargs or {}, backend="thread", map_index=map_index)
     inner = Future()
-    return tracker.track(inner, record, ends_here=False), inner
+    tracker.track(inner, record, ends_here=False)
+    return record.live_future or inner, inner
 
 
 def _nonzero(counts):
