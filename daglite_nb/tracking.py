@@ -179,7 +179,7 @@ class TaskRecord(_Observable):
         except BaseException as error:
             tracker.ended(self, FAILED, error)
             raise
-        tracker.ended(self, FINISHED, result=result)
+        tracker.ended(self, FINISHED, None, result)
         return result
 
     @property
@@ -305,7 +305,7 @@ class Tracker(_Observable):
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self.on_events: Callable[[], None] | None = None
         self._ended: dict[str, int] = dict.fromkeys(TERMINAL, 0)
-        self._running: Counter[TaskGroup | None] = Counter()
+        self._running: dict[TaskGroup | None, int] = {}
         """Calls running, by fan-out: starts counted by `apply()`, minus the ends since."""
         self._starts: list[TaskGroup | None] = []
         """The fan-outs of calls that started since the last `apply()` (workers append)."""
@@ -324,7 +324,7 @@ class Tracker(_Observable):
         self.apply()
         with self.lock:
             live = len(self._live)
-            running = max(0, min(self._running.total(), live))
+            running = max(0, min(sum(self._running.values()), live))
             return {PENDING: live - running, RUNNING: running, **self._ended}
 
     @property
@@ -470,7 +470,7 @@ class Tracker(_Observable):
             record.final, record.ended, record.error = state, now, error
             record.future = None  # no cycle between records and futures once settled
             if record.started is not None:
-                self._running[group] -= 1
+                self._running[group] = self._running.get(group, 0) - 1
             del self._live[record.id]
             self._ended[state] += 1
             self.recent.append(record)
@@ -494,7 +494,7 @@ class Tracker(_Observable):
 
     def running_in(self, group: TaskGroup) -> int:
         """How many calls of *group* ran at the last `apply()`."""
-        return self._running[group]
+        return self._running.get(group, 0)
 
     def touch(self, observable: _Observable) -> None:
         """Have *observable*'s listeners told at the next `apply()`."""
@@ -526,7 +526,11 @@ class Tracker(_Observable):
         with self.lock:
             starts = self._starts
             begun = len(starts)
-            self._running.update(starts[:begun])
+            running = self._running
+            for group, count in Counter(starts[:begun]).items():
+                running[group] = running.get(group, 0) + count
+            for group in [group for group, count in running.items() if not count]:
+                del running[group]  # else every fan-out that ever ran would stay here
             del starts[:begun]  # what workers append meanwhile stays for the next time
             signalled, self._signalled = self._signalled, False
             changed, self._changed = self._changed, {}

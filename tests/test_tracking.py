@@ -229,3 +229,8 @@ def test_running_counts_follow_starts_and_ends_per_fan_out():
         "cancelled": 0,
     }
     assert tracker.counts["running"] == 2 and tracker.counts["pending"] == 1
+    for _, inner in pairs[1:3] + pairs[4:]:
+        inner.set_result(None)
+    tracker.apply()
+    assert group.counts["finished"] == 5 and tracker.counts["running"] == 0
+    assert tracker._running == {}, "a fan-out that ended leaves nothing behind"
