@@ -24,6 +24,8 @@ from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
 from daglite_nb._worker import TrackedCall
 from daglite_nb.tracking import FAILED
+from daglite_nb.tracking import LiveFuture
+from daglite_nb.tracking import TaskRecord
 from daglite_nb.tracking import Tracker
 
 ENTRY_POINT_GROUP = "daglite.backends"
@@ -175,24 +177,31 @@ class _Tracked:
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
         record = tracker.new_record(named[1], args, kwargs, self.name, context.map_index)
-        # daglite-nb's own calls return their LiveFuture; the others (daglite's map_tasks, which
-        # never shows its futures) keep the backend's. Taken now: the record lets go of it as
-        # the call ends, which can be before the backend's submit returns.
-        caller_gets = record.live_future
-        here = self.runs_here
-        call: Callable[..., Any]
-        if here:
+        # daglite-nb's own (direct) calls return a LiveFuture; the others (daglite's map_tasks,
+        # which never shows its futures) keep the backend's Future.
+        if self.runs_here:
             record.func, record.tracker = func, tracker
-            call = record
-        else:
-            call = TrackedCall(func, record.id)
+            inner = self._submit_tracked(record, record, args, kwargs, context)
+            tracker.track(inner, record, ends_here=True)
+            return LiveFuture.adopt(inner, record, tracker) if record.direct else inner
+        live = record.live_future = LiveFuture(record, tracker) if record.direct else None
+        inner = self._submit_tracked(record, TrackedCall(func, record.id), args, kwargs, context)
+        tracker.track(inner, record, ends_here=False)
+        return live or inner
+
+    def _submit_tracked(
+        self,
+        record: TaskRecord,
+        call: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: SubmitContext,
+    ) -> Future[Any]:
         try:
-            inner = super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
+            return super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
         except BaseException as exc:
-            tracker.ended(record, FAILED, exc)
+            self._tracker.ended(record, FAILED, exc)
             raise
-        tracker.track(inner, record, ends_here=here)
-        return caller_gets or inner
 
 
 def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:

@@ -105,7 +105,8 @@ class TaskRecord(_Observable):
         final: finished, failed or cancelled, once the call ended.
         worker: Thread name, process id or Dask worker that ran the call, once it started.
         future: While the call is live: the backend's Future, which cancels it.
-        live_future: daglite-nb's own calls: the `LiveFuture` their caller holds.
+        live_future: daglite-nb's own calls on backends elsewhere: the caller's `LiveFuture`,
+            until `Tracker.ended` resolves it.
         func: What the record runs when a backend calls it (see `__call__`).
     """
 
@@ -170,7 +171,9 @@ class TaskRecord(_Observable):
         """Run `func` as this call, in this process, and record its start and end.
 
         Backends that run calls in the kernel's own process get the record itself as the
-        callable, so the worker thread stamps the real start and the outcome on it.
+        callable, so the worker thread stamps the real start and the outcome on it. A failed
+        direct call raises the task's own exception, not daglite's `TaskError`: the backend's
+        Future, which is the caller's `LiveFuture` (see `LiveFuture.adopt`), raises it.
         """
         tracker: Tracker = self.tracker  # type: ignore[assignment]
         tracker.started(self, thread_name(), time.time())
@@ -178,9 +181,13 @@ class TaskRecord(_Observable):
             result = self.func(*args, **kwargs)  # type: ignore[misc]
         except BaseException as error:
             tracker.ended(self, FAILED, error)
-            raise
-        tracker.ended(self, FINISHED, None, result)
-        return result
+            if not self.direct:
+                raise
+            failure = _original(error)
+        else:
+            tracker.ended(self, FINISHED, None, result)
+            return result
+        raise failure  # outside the `except`: the task's exception keeps its own context
 
     @property
     def state(self) -> str:
@@ -363,8 +370,6 @@ class Tracker(_Observable):
         record = TaskRecord(
             self._next_id(), name, args, kwargs, backend, map_index, self.cell, group, direct
         )
-        if direct:
-            record.live_future = LiveFuture(record, self)
         self._live[record.id] = record
         if group is not None:
             group.total += 1
@@ -380,8 +385,8 @@ class Tracker(_Observable):
         """Follow *inner*, the backend's Future for the call *record*.
 
         If the call records its own end (*ends_here*: the backend runs the record), only
-        `cancel` can end it otherwise, and *inner* is not watched at all (a done-callback, or
-        anything stored on *inner*, would slow every Future); else *inner* tells the end.
+        `cancel` can end it otherwise, and *inner* is not watched at all (a done-callback
+        would slow every call); else *inner* tells the end.
         """
         if not ends_here:
             inner.add_done_callback(partial(self.settle, record))
@@ -506,7 +511,7 @@ class Tracker(_Observable):
     def cancel(self, record: TaskRecord) -> bool:
         """Cancel the call *record* if it has not started; return whether it is cancelled."""
         future = record.future
-        if future is None or not future.cancel():
+        if future is None or not Future.cancel(future):  # the Future's own (it may be a LiveFuture)
             return record.final == CANCELLED
         self.ended(record, CANCELLED)
         return True
@@ -562,16 +567,31 @@ def _original(error: BaseException) -> BaseException:
 class LiveFuture(Future):
     """A `concurrent.futures.Future` that knows its task's state and shows it live.
 
-    It is made with its task's record and gets the outcome as the record ends (`take`), right
-    from the worker on the inline and thread backends; `cancel()` cancels the backend's Future.
-    A failed task raises its own exception, not daglite's `TaskError`. In a notebook it displays
-    as a live status widget.
+    On the backends that run calls in the kernel's process (inline, thread) it *is* the
+    backend's own Future, adopted (`adopt`): one Future per call, not two. Elsewhere it is made
+    with its task's record and gets the outcome as the record ends (`take`). Either way `cancel()`
+    cancels the backend's Future, and a failed task raises its own exception, not daglite's
+    `TaskError`. In a notebook it displays as a live status widget.
     """
 
     def __init__(self, record: TaskRecord, tracker: Tracker) -> None:
         super().__init__()
         self.record = record
         self.tracker = tracker
+
+    @classmethod
+    def adopt(cls, future: Future[Any], record: TaskRecord, tracker: Tracker) -> LiveFuture:
+        """Turn the backend's plain *future* for the call *record* into its `LiveFuture`.
+
+        Only for calls that record their own end before the backend resolves *future*, so its
+        state is final by the time `result()` returns (creating a second Future per call costs
+        more than the rest of its tracking together).
+        """
+        future.__class__ = cls
+        adopted: LiveFuture = future  # type: ignore[assignment]
+        adopted.record = record
+        adopted.tracker = tracker
+        return adopted
 
     @property
     def state(self) -> str:

@@ -9,18 +9,20 @@ from contextlib import nullcontext
 
 import pytest
 
+from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import LiveFutureGroup
 from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import Tracker
 
 
 def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None, direct=True, group=None):
-    """Submit through the tracker as dnb.submit does (direct) or as daglite's map_tasks does."""
+    """Submit as dnb.submit (direct) or daglite's map_tasks do, to a backend elsewhere."""
     with tracker.direct(group) if direct else nullcontext():
         record = tracker.new_record(name, args, kwargs or {}, backend="thread", map_index=map_index)
     inner = Future()
+    live = record.live_future = LiveFuture(record, tracker) if direct else None
     tracker.track(inner, record, ends_here=False)
-    return record.live_future or inner, inner
+    return live or inner, inner
 
 
 def _nonzero(counts):
