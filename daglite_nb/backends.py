@@ -25,6 +25,7 @@ from daglite_nb._local import NotebookThreadBackend
 from daglite_nb._worker import TrackedCall
 from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import LiveFuture
+from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import TaskRecord
 from daglite_nb.tracking import Tracker
 
@@ -172,19 +173,47 @@ class _Tracked:
         *,
         context: SubmitContext,
     ) -> Future[Any]:
+        """Run a call that daglite submits (`map_tasks`, `Backend.submit`); keep its Future."""
+        return self._track(func, args, kwargs, context, None, direct=False)
+
+    def submit_direct(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        map_index: int | None = None,
+        group: TaskGroup | None = None,
+    ) -> LiveFuture:
+        """Run daglite-nb's own call (`dnb.submit`, or item *map_index* of *group* for `dnb.map`).
+
+        Returns:
+            Its `LiveFuture`; if the task fails, it raises the task's own exception.
+        """
+        context = SubmitContext(map_index=map_index)
+        return self._track(func, args, kwargs, context, group, direct=True)  # type: ignore[return-value]
+
+    def _track(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: SubmitContext,
+        group: TaskGroup | None,
+        direct: bool,
+    ) -> Future[Any]:
         tracker = self._tracker
         named = self._named
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
-        record = tracker.new_record(named[1], args, kwargs, self.name, context.map_index)
-        # daglite-nb's own (direct) calls return a LiveFuture; the others (daglite's map_tasks,
-        # which never shows its futures) keep the backend's Future.
+        record = tracker.new_record(
+            named[1], args, kwargs, self.name, context.map_index, group, direct
+        )
         if self.runs_here:
             record.func, record.tracker = func, tracker
             inner = self._submit_tracked(record, record, args, kwargs, context)
             tracker.track(inner, record, ends_here=True)
-            return LiveFuture.adopt(inner, record, tracker) if record.direct else inner
-        live = record.live_future = LiveFuture(record, tracker) if record.direct else None
+            return LiveFuture.adopt(inner, record, tracker) if direct else inner
+        live = record.live_future = LiveFuture(record, tracker) if direct else None
         inner = self._submit_tracked(record, TrackedCall(func, record.id), args, kwargs, context)
         tracker.track(inner, record, ends_here=False)
         return live or inner

@@ -222,11 +222,7 @@ class NotebookSession:
         """Submit one call of *func* to *backend* (default: the session's)."""
         call = self._backend_callable(func, "submit")
         instance = self.backend_instance(backend)
-        return self._in_session(self._submit_direct, instance, call, args, kwargs)
-
-    def _submit_direct(self, instance: Backend, call: Any, args: Any, kwargs: Any) -> LiveFuture:
-        with self.tracker.direct():
-            return instance.submit(call, args, kwargs)  # type: ignore[return-value]
+        return self._in_session(instance.submit_direct, call, args, kwargs)  # type: ignore[attr-defined]
 
     def map(self, func: Any, iterables: tuple[Any, ...], backend: str | None) -> LiveFutureGroup:
         """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
@@ -236,14 +232,14 @@ class NotebookSession:
         return self._in_session(self._map_direct, instance, call, iterables, group)
 
     def _map_direct(
-        self, instance: Backend, call: Any, iterables: Any, group: TaskGroup
+        self, instance: Any, call: Any, iterables: Any, group: TaskGroup
     ) -> LiveFutureGroup:
-        with self.tracker.direct(group):
-            futures = [
-                instance.submit(call, args, map_index=index)
-                for index, args in enumerate(zip(*iterables, strict=False))
-            ]
-        return LiveFutureGroup(group, futures)  # type: ignore[arg-type]
+        submit = instance.submit_direct
+        futures = [
+            submit(call, args, {}, index, group)
+            for index, args in enumerate(zip(*iterables, strict=False))
+        ]
+        return LiveFutureGroup(group, futures)
 
     def _backend_callable(self, func: Any, verb: str) -> Any:
         # Loops submit one callable many times: turn it into a backend callable once.

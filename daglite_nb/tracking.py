@@ -43,9 +43,6 @@ CALL_WIDTH = 60
 
 Listener = Callable[[], None]
 
-_NO_MODE: tuple[bool, TaskGroup | None, TaskGroup | None] = (False, None, None)
-"""A thread's submission mode: daglite-nb's own calls?, their group, the automatic fan-out."""
-
 _short = reprlib.Repr()
 _short.maxstring = 24
 _short.maxother = 24
@@ -271,26 +268,11 @@ class TaskGroup(_Observable):
 # region Tracker
 
 
-class _ThreadMode(threading.local):
-    """Each thread's submission mode (a class default: a missing attribute costs an exception)."""
+class _FanOuts(threading.local):
+    """The automatic fan-out each task name of a thread is in (`map_tasks` calls in a row)."""
 
-    mode = _NO_MODE
-
-
-class _Direct:
-    """The `with` block of `Tracker.direct` (a class: cheaper than a generator per call)."""
-
-    __slots__ = ("_local", "_group")
-
-    def __init__(self, local: _ThreadMode, group: TaskGroup | None) -> None:
-        self._local = local
-        self._group = group
-
-    def __enter__(self) -> None:
-        self._local.mode = (True, self._group, None)
-
-    def __exit__(self, *exc: object) -> None:
-        self._local.mode = _NO_MODE
+    def __init__(self) -> None:
+        self.by_name: dict[str, TaskGroup] = {}
 
 
 class Tracker(_Observable):
@@ -320,8 +302,7 @@ class Tracker(_Observable):
         self._changed: dict[int, _Observable] = {}
         self._signalled = False
         self._next_id = itertools.count(1).__next__
-        self._local = _ThreadMode()
-        self._single_calls = _Direct(self._local, None)
+        self._fan_outs = _FanOuts()
 
     # region Reading
 
@@ -355,18 +336,31 @@ class Tracker(_Observable):
         kwargs: dict[str, Any],
         backend: str,
         map_index: int | None,
+        group: TaskGroup | None = None,
+        direct: bool = False,
     ) -> TaskRecord:
-        """Create a pending record for a call of *name* about to be submitted to *backend*."""
-        direct, explicit, auto = self._local.mode
-        group, fresh = explicit, False
-        if explicit is None and map_index is not None:
+        """Create a pending record for a call of *name* about to be submitted to *backend*.
+
+        Args:
+            name: The task's name.
+            args: The call's positional arguments.
+            kwargs: The call's keyword arguments.
+            backend: The backend's name.
+            map_index: The call's index in its fan-out, if it is in one.
+            group: The fan-out of a direct call (`dnb.map`).
+            direct: Whether it is daglite-nb's own call (`dnb.submit`, `dnb.map`): its future
+                raises a failed task's own exception, not daglite's `TaskError`. Other calls
+                with a map index (daglite's `map_tasks`) form automatic fan-outs: index 0
+                opens one, the next indexes of the same task on this thread join it.
+        """
+        fresh = False
+        if not direct and map_index is not None:
+            fan_outs = self._fan_outs.by_name
             if map_index == 0:
-                group, fresh = TaskGroup(name, backend, self), True
-                self._local.mode = (direct, None, group)
+                group = fan_outs[name] = TaskGroup(name, backend, self)
+                fresh = True
             else:
-                group = auto
-        elif auto is not None:
-            self._local.mode = (direct, explicit, None)
+                group = fan_outs.get(name)
         record = TaskRecord(
             self._next_id(), name, args, kwargs, backend, map_index, self.cell, group, direct
         )
@@ -392,14 +386,6 @@ class Tracker(_Observable):
             inner.add_done_callback(partial(self.settle, record))
         if record.final is None:
             record.future = inner
-
-    def direct(self, group: TaskGroup | None = None) -> _Direct:
-        """Mark the calls this thread submits inside a `with` block as daglite-nb's own.
-
-        Their futures raise a failed task's original exception (not daglite's `TaskError`), and
-        their map-indexed calls join *group* instead of an automatic fan-out.
-        """
-        return self._single_calls if group is None else _Direct(self._local, group)
 
     # region State changes
 

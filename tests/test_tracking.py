@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future
-from contextlib import nullcontext
 
 import pytest
 
@@ -17,8 +16,7 @@ from daglite_nb.tracking import Tracker
 
 def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None, direct=True, group=None):
     """Submit as dnb.submit (direct) or daglite's map_tasks do, to a backend elsewhere."""
-    with tracker.direct(group) if direct else nullcontext():
-        record = tracker.new_record(name, args, kwargs or {}, backend="thread", map_index=map_index)
+    record = tracker.new_record(name, args, kwargs or {}, "thread", map_index, group, direct)
     inner = Future()
     live = record.live_future = LiveFuture(record, tracker) if direct else None
     tracker.track(inner, record, ends_here=False)
@@ -117,6 +115,16 @@ def test_map_indexed_calls_form_automatic_groups():
     tracker.apply()  # readers of groups apply first (widgets and the panel do)
     assert seen[0].done == 3 and seen[0].ended is not None and seen[1].done == 0
     assert tracker.counts["finished"] == 3 and tracker.counts["pending"] == 2
+
+
+def test_a_nested_fan_out_leaves_the_outer_one_whole():
+    # map_tasks inside a task that runs inline: the inner fan-out opens between two outer items.
+    tracker = Tracker()
+    outer = tracker.new_record("outer", (0,), {}, "inline", 0)
+    nested = [tracker.new_record("inner", (i,), {}, "inline", i) for i in range(2)]
+    outer_next = tracker.new_record("outer", (1,), {}, "inline", 1)
+    assert outer.group is outer_next.group and outer.group.total == 2
+    assert nested[0].group is nested[1].group and nested[0].group.total == 2
 
 
 def test_group_counts_failures_and_end():
