@@ -26,7 +26,6 @@ from daglite_nb._worker import TrackedCall
 from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import TaskGroup
-from daglite_nb.tracking import TaskRecord
 from daglite_nb.tracking import Tracker
 
 ENTRY_POINT_GROUP = "daglite.backends"
@@ -172,9 +171,39 @@ class _Tracked:
         kwargs: dict[str, Any],
         *,
         context: SubmitContext,
+        group: TaskGroup | None = None,
+        direct: bool = False,
     ) -> Future[Any]:
-        """Run a call that daglite submits (`map_tasks`, `Backend.submit`); keep its Future."""
-        return self._track(func, args, kwargs, context, None, direct=False)
+        """Record and run a call (daglite's `map_tasks` and `Backend.submit` come here).
+
+        daglite-nb's own calls (*direct*, from `submit_direct`) return a `LiveFuture`; the
+        others keep the backend's Future (daglite's `map_tasks` never shows its futures).
+        """
+        tracker = self._tracker
+        named = self._named
+        if named[0] is not func:  # a fan-out submits one callable many times: name it once
+            named = self._named = (func, _daglite.task_name(func))
+        record = tracker.new_record(
+            named[1], args, kwargs, self.name, context.map_index, group, direct
+        )
+        here = self.runs_here
+        live = None
+        call: Callable[..., Any]
+        if here:
+            record.func, record.tracker = func, tracker
+            call = record
+        else:
+            call = TrackedCall(func, record.id)
+            live = record.live_future = LiveFuture(record, tracker) if direct else None
+        try:
+            inner = super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
+        except BaseException as exc:
+            tracker.ended(record, FAILED, exc)
+            raise
+        tracker.track(inner, record, ends_here=here)
+        if here and direct:
+            return LiveFuture.adopt(inner, record, tracker)
+        return live or inner
 
     def submit_direct(
         self,
@@ -190,47 +219,7 @@ class _Tracked:
             Its `LiveFuture`; if the task fails, it raises the task's own exception.
         """
         context = SubmitContext(map_index=map_index)
-        return self._track(func, args, kwargs, context, group, direct=True)  # type: ignore[return-value]
-
-    def _track(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        context: SubmitContext,
-        group: TaskGroup | None,
-        direct: bool,
-    ) -> Future[Any]:
-        tracker = self._tracker
-        named = self._named
-        if named[0] is not func:  # a fan-out submits one callable many times: name it once
-            named = self._named = (func, _daglite.task_name(func))
-        record = tracker.new_record(
-            named[1], args, kwargs, self.name, context.map_index, group, direct
-        )
-        if self.runs_here:
-            record.func, record.tracker = func, tracker
-            inner = self._submit_tracked(record, record, args, kwargs, context)
-            tracker.track(inner, record, ends_here=True)
-            return LiveFuture.adopt(inner, record, tracker) if direct else inner
-        live = record.live_future = LiveFuture(record, tracker) if direct else None
-        inner = self._submit_tracked(record, TrackedCall(func, record.id), args, kwargs, context)
-        tracker.track(inner, record, ends_here=False)
-        return live or inner
-
-    def _submit_tracked(
-        self,
-        record: TaskRecord,
-        call: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        context: SubmitContext,
-    ) -> Future[Any]:
-        try:
-            return super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
-        except BaseException as exc:
-            self._tracker.ended(record, FAILED, exc)
-            raise
+        return self._submit(func, args, kwargs, context=context, group=group, direct=True)  # type: ignore[return-value]
 
 
 def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:
