@@ -497,7 +497,7 @@ class Tracker(_Observable):
     def cancel(self, record: TaskRecord) -> bool:
         """Cancel the call *record* if it has not started; return whether it is cancelled."""
         future = record.future
-        if future is None or not Future.cancel(future):  # the Future's own (it may be a LiveFuture)
+        if future is None or not _cancel_backend_future(future):
             return record.final == CANCELLED
         self.ended(record, CANCELLED)
         return True
@@ -539,6 +539,13 @@ class Tracker(_Observable):
 
 
 # region Futures
+
+
+def _cancel_backend_future(future: Future[Any]) -> bool:
+    """Cancel the backend's *future*; an adopted `LiveFuture` as the plain Future it was."""
+    if isinstance(future, LiveFuture):  # its own cancel() comes here through `Tracker.cancel`
+        return Future.cancel(future)
+    return future.cancel()  # a backend's own cancel, e.g. the Dask backend's, which tells Dask
 
 
 def _original(error: BaseException) -> BaseException:

@@ -33,9 +33,9 @@ def saved_square(x):
 
 @task
 def nap(seconds, mark=None):
-    time.sleep(seconds)
     if mark:
         open(mark, "w").close()
+    time.sleep(seconds)
     return seconds
 
 @task
@@ -126,7 +126,7 @@ def test_map_live_states_cancel_and_failure_on_a_local_cluster(kernel, tmp_path)
     assert kernel.eval("[f.result() for f in futs[:2]]") == [2.0, 2.0]
     assert kernel.eval("sorted(f.worker for f in futs[:2])") == ["0", "1"]
     assert kernel.eval("[f.state for f in futs]") == ["finished", "finished", "cancelled"]
-    time.sleep(1.0)  # the cancelled call would have run by now, had it been sent on
+    time.sleep(1.0)  # the cancelled call would have started by now, had Dask kept it
     assert sorted(p.name for p in tmp_path.glob("ran-*")) == ["ran-0", "ran-1"]
 
     kernel.ok("bad = dnb.submit(boom, 3)")
