@@ -11,6 +11,7 @@ Run: `.venv/bin/python benchmarks/instructions.py` (figures in docs/performance.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -63,6 +64,7 @@ def instructions(way: str, what: str, tasks: int) -> int:
             what,
             str(tasks),
         ],
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in every run
         capture_output=True,
         text=True,
         check=True,

@@ -13,10 +13,10 @@ from jupyter_client.manager import KernelManager
 
 N = 10_000
 N_MS = 2_000
-REPEAT = 11
+REPEAT = 21
 
 SETUP = f"""
-import time, json, statistics
+import gc, time, json, statistics
 import daglite, daglite_nb as dnb
 from daglite import task, map_tasks
 from daglite.backends.manager import BackendManager
@@ -32,6 +32,7 @@ def one_ms(x):
     return x
 
 def timed(func):
+    gc.collect()  # every timed call starts from a collected heap
     t0 = time.perf_counter()
     func()
     return time.perf_counter() - t0
@@ -62,12 +63,15 @@ rounds["plain_submit"].append(plain(plain_submit))
 rounds["dnb_submit"].append(timed(live_submit))
 rounds["plain_map_1ms"].append(plain(lambda: map_tasks(one_ms, range({N_MS}))))
 rounds["live_map_1ms"].append(timed(lambda: map_tasks(one_ms, range({N_MS}))))
-figures = {{name: min(times) for name, times in rounds.items()}}
-ratios = {{
-    live: statistics.median(l / p for p, l in zip(rounds[plain], rounds[live]))
+"""
+
+SUMMARY = """
+figures = {name: min(times) for name, times in rounds.items()}
+ratios = {
+    live: statistics.quantiles([l / p for p, l in zip(rounds[plain], rounds[live])], n=4)
     for plain, live in [("plain_map", "live_map"), ("plain_submit", "dnb_submit"),
                         ("plain_map_1ms", "live_map_1ms")]
-}}
+}
 """
 
 ONE_LIVE_MAP = (
@@ -132,6 +136,7 @@ def main() -> None:
         cells.run(SETUP)
         for _ in range(REPEAT):  # plain and live alternate, so drift hits both alike
             cells.run(ROUND)
+        cells.run(SUMMARY)
         cells.drain(1.0)
         messages = cells.run(ONE_LIVE_MAP) + cells.drain(1.0)
         figures = cells.value("figures")
@@ -169,12 +174,16 @@ def _compare(
     live_label: str,
     live: str,
     figures: dict[str, float],
-    ratios: dict[str, float],
+    ratios: dict[str, list[float]],
 ) -> None:
     print(f"  {plain_label:<38} best {figures[plain]:.3f} s")
     print(f"  {live_label:<38} best {figures[live]:.3f} s")
     best = figures[live] / figures[plain]
-    print(f"  ratio: of the bests {best:.2f}x, median of the rounds' {ratios[live]:.2f}x")
+    low, median, high = ratios[live]
+    print(
+        f"  ratio: of the bests {best:.2f}x; of each round: median {median:.2f}x"
+        f" (middle half {low:.2f}-{high:.2f}x)"
+    )
 
 
 if __name__ == "__main__":
