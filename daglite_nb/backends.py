@@ -219,7 +219,8 @@ class _Tracked:
             Its `LiveFuture`; if the task fails, it raises the task's own exception.
         """
         context = SubmitContext(map_index=map_index)
-        return self._submit(func, args, kwargs, context=context, group=group, direct=True)  # type: ignore[return-value]
+        future = self._submit(func, args, kwargs, context=context, group=group, direct=True)
+        return future  # type: ignore[return-value]
 
 
 def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:

@@ -221,8 +221,8 @@ class NotebookSession:
     ) -> LiveFuture:
         """Submit one call of *func* to *backend* (default: the session's)."""
         call = self._backend_callable(func, "submit")
-        instance = self.backend_instance(backend)
-        return self._in_session(instance.submit_direct, call, args, kwargs)  # type: ignore[attr-defined]
+        submit = self.backend_instance(backend).submit_direct  # type: ignore[attr-defined]
+        return self._in_session(submit, call, args, kwargs)
 
     def map(self, func: Any, iterables: tuple[Any, ...], backend: str | None) -> LiveFutureGroup:
         """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
