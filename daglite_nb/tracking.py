@@ -73,7 +73,7 @@ def thread_name() -> str:
 class _Observable:
     """Something with listeners to tell about changes."""
 
-    __slots__ = ("listeners", "__weakref__")
+    __slots__ = ("listeners",)
 
     def __init__(self) -> None:
         self.listeners: tuple[Listener, ...] = ()
