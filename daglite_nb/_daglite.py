@@ -85,6 +85,11 @@ def runs_event_loop(func: Callable[..., Any]) -> bool:
     return isinstance(func, (_AsyncWrapper, _AsyncGeneratorWrapper))
 
 
+def map_index_var() -> contextvars.ContextVar[SubmitContext | None]:
+    """The context variable through which a call on a worker finds its index in a fan-out."""
+    return SubmitContext.__var__
+
+
 def task_name(func: Callable[..., Any]) -> str:
     """Return the task name behind *func* (a daglite task, a map wrapper or a plain callable)."""
     func = getattr(func, "_task", func)  # daglite's async and generator map wrappers

@@ -13,6 +13,7 @@ from typing import Any
 import cloudpickle
 
 from daglite_nb import _daglite
+from daglite_nb.tracking import FanOut
 from daglite_nb.tracking import TaskRecord
 from daglite_nb.tracking import Tracker
 from daglite_nb.tracking import thread_name
@@ -100,11 +101,16 @@ class TrackedCall:
 
 
 def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
-    """Split a tracked call (`TrackedCall` or `TaskRecord`) into what it runs and its id."""
+    """Split a tracked call (`TrackedCall`, `TaskRecord`, `FanOut`) into what it runs and its id.
+
+    A fan-out has no id: its calls run in this process and report their start themselves.
+    """
     if isinstance(func, TrackedCall):
         return func.func, func.record_id
     if isinstance(func, TaskRecord):
         return func.func, func.id  # type: ignore[return-value]
+    if isinstance(func, FanOut):
+        return func.func, None
     return func, None
 
 

@@ -155,7 +155,8 @@ class _Tracked:
     """Mixin that records every call a backend runs.
 
     Backends whose `runs_here` is true run calls in this process: they get the call's
-    `TaskRecord` to run, which stamps the start and the end on itself from the worker thread.
+    `TaskRecord` to run, which stamps the start and the end on itself from the worker thread,
+    or, for daglite's `map_tasks`, the call's `FanOut`, which does the same in its columns.
     Other backends get a `TrackedCall`, which reports the start through daglite's event
     reporter wherever it runs; their Futures tell the end.
     """
@@ -180,13 +181,24 @@ class _Tracked:
         others keep the backend's Future (daglite's `map_tasks` never shows its futures).
         """
         tracker = self._tracker
-        named = self._named
-        if named[0] is not func:  # a fan-out submits one callable many times: name it once
-            named = self._named = (func, _daglite.task_name(func))
-        record = tracker.new_record(
-            named[1], args, kwargs, self.name, context.map_index, group, direct
-        )
         here = self.runs_here
+        index = context.map_index
+        if here and index is not None and not direct:  # daglite's map_tasks
+            fan_out = (
+                tracker.open_fan_out(self._task_name(func), self.name, func, args, kwargs)
+                if index == 0
+                else tracker.fan_out_call(func, args, kwargs, index)
+            )
+            if fan_out is not None:  # the fan-out runs the call and records it
+                try:
+                    inner = super()._submit(fan_out, args, kwargs, context=context)  # type: ignore[misc]
+                except BaseException as exc:
+                    fan_out.abort(index, FAILED, exc)
+                    raise
+                fan_out.futures[index] = inner
+                return inner
+        name = self._task_name(func)
+        record = tracker.new_record(name, args, kwargs, self.name, index, group, direct)
         live = None
         call: Callable[..., Any]
         if here:
@@ -204,6 +216,12 @@ class _Tracked:
         if here and direct:
             return LiveFuture.adopt(inner, record, tracker)
         return live or inner
+
+    def _task_name(self, func: Callable[..., Any]) -> str:
+        named = self._named
+        if named[0] is not func:  # a fan-out submits one callable many times: name it once
+            named = self._named = (func, _daglite.task_name(func))
+        return named[1]
 
     def submit_direct(
         self,

@@ -302,8 +302,7 @@ class NotebookSession:
                 return
             self._closed = True
         self.tracker.cancel_pending()
-        running = [r.future for r in self.tracker.live.values() if r.future is not None]
-        wait(running, timeout=grace)
+        wait(self.tracker.live_futures(), timeout=grace)
         self._context.run(self._cm.__exit__, None, None, None)
 
     def _require_open(self) -> None:

@@ -38,6 +38,10 @@ RECENT_RECORDS = 200
 GROUP_FAILURES = 3
 """How many failures a fan-out keeps to show with their tracebacks."""
 
+FOLD_AT = 1000
+"""How many finished calls a `FanOut` lets wait for `Tracker.apply()` before its workers count
+them themselves (no flusher applies while no widget is shown)."""
+
 CALL_WIDTH = 60
 """Longest shown call text, in characters."""
 
@@ -243,9 +247,12 @@ class TaskGroup(_Observable):
     def counts(self) -> dict[str, int]:
         """Tasks by state (the running ones as of the tracker's last `apply()`)."""
         done = self.done
-        running = self.tracker.running_in(self) if self.tracker is not None else 0
-        running = max(0, min(running, self.total - done)) if self.ended is None else 0
+        running = max(0, min(self.running_count(), self.total - done)) if self.ended is None else 0
         return {PENDING: self.total - done - running, RUNNING: running, **self.ended_counts}
+
+    def running_count(self) -> int:
+        """How many of its calls run (as of the tracker's last `apply()`)."""
+        return self.tracker.running_in(self) if self.tracker is not None else 0
 
     @property
     def elapsed(self) -> float:
@@ -265,31 +272,175 @@ class TaskGroup(_Observable):
         return (self.total - self.done) / rate if rate > 0 and self.ended is None else None
 
 
+class FanOut(TaskGroup):
+    """A `map_tasks` fan-out whose calls run in this process, kept in columns: no record per call.
+
+    The backend runs the fan-out itself as each call's callable. The call finds its map index
+    through daglite's `SubmitContext` and, with no lock, stamps its start in `running` and
+    appends its end to `finished` (or `aborted`); the tracker counts the ends in batches
+    (`Tracker.apply`). The columns of the calls are let go all at once, when no call is left:
+    daglite's `map_tasks` holds as much (its items and Futures) until it returns. Records are
+    made only to show calls (`record`). Only the thread that opened a fan-out adds calls to it;
+    they share its submit time (`created`).
+
+    Attributes:
+        calls: The arguments of the calls: map index -> (args, kwargs).
+        futures: The backend's Futures of the calls, to cancel those that wait.
+        running: The calls that run: map index -> (worker, start time).
+        finished: Calls that finished since the last count: (map index, start, end time).
+        aborted: Calls that failed or were cancelled since the last count: (map index, start,
+            end time, final state, exception).
+    """
+
+    def __init__(
+        self, label: str, backend: str, tracker: Tracker, func: Callable[..., Any], cell: int | None
+    ) -> None:
+        from daglite_nb._daglite import map_index_var
+
+        super().__init__(label, backend, tracker)
+        self.func = func
+        self.cell = cell
+        self.calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self.futures: dict[int, Future[Any]] = {}
+        self.running: dict[int, tuple[str, float]] = {}
+        self.finished: list[tuple[int, tuple[str, float], float]] = []
+        self.aborted: list[tuple[int, tuple[str, float] | None, float, str, BaseException]] = []
+        self._map_index = map_index_var()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run `func` as the call of the current map index; record its start and end."""
+        index: int = self._map_index.get().map_index  # type: ignore[union-attr,assignment]
+        tracker: Tracker = self.tracker  # type: ignore[assignment]
+        running = self.running
+        start = running[index] = (_this_thread.name or thread_name(), time.time())
+        if self.listeners and not tracker.signalled:
+            tracker.touch(self)
+        try:
+            result = self.func(*args, **kwargs)
+        except BaseException as error:
+            self.abort(index, FAILED, error)
+            raise
+        del running[index]
+        finished = self.finished
+        finished.append((index, start, time.time()))
+        if not tracker.signalled or len(finished) >= FOLD_AT:
+            tracker.fan_out_ended(self)
+        return result
+
+    def abort(self, index: int, state: str, error: BaseException | None = None) -> None:
+        """Record that call *index* failed (with *error*) or was cancelled, in *state*."""
+        tracker: Tracker = self.tracker  # type: ignore[assignment]
+        failure = _failure(self, error)
+        with tracker.lock:
+            if failure is not None and len(self.failures) < GROUP_FAILURES:
+                self.failures.append(failure)
+            start = self.running.pop(index, None)
+            self.aborted.append((index, start, time.time(), state, error))  # type: ignore[arg-type]
+        tracker.fan_out_ended(self)
+
+    def take_ends(self, keep: int) -> tuple[dict[str, int], list[tuple[Any, ...]]]:
+        """Take the calls that ended since the last time (under the tracker's lock).
+
+        Returns:
+            How many ended, by final state, and the ends of the last *keep* of each kind, to
+            keep as detail.
+        """
+        finished, aborted = self.finished, self.aborted
+        count = len(finished)  # what workers append meanwhile stays for the next time
+        shown = finished[max(count - keep, 0) : count]
+        del finished[:count]
+        failed_or_cancelled = aborted[:]
+        del aborted[:]
+        counts = dict.fromkeys(TERMINAL, 0)
+        counts[FINISHED] = count
+        calls = self.calls
+        kept = [(self, i, calls[i], start, at, FINISHED, None) for i, start, at in shown]
+        for index, start, at, state, error in failed_or_cancelled:
+            counts[state] += 1
+            kept.append((self, index, calls[index], start, at, state, error))
+        return counts, kept
+
+    def cancel_waiting(self) -> int:
+        """Cancel the calls that have not started; return how many were cancelled."""
+        cancelled = 0
+        running, futures = self.running, self.futures
+        for index, future in list(futures.items()):
+            # Popped as it is cancelled, so that no other cancel counts it again.
+            if index not in running and future.cancel() and futures.pop(index, None):
+                self.abort(index, CANCELLED)
+                cancelled += 1
+        return cancelled
+
+    def running_count(self) -> int:
+        """How many of its calls run now."""
+        return len(self.running)
+
+    def record(
+        self,
+        index: int,
+        call: tuple[tuple[Any, ...], dict[str, Any]],
+        start: tuple[str, float] | None = None,
+        ended: float | None = None,
+        final: str | None = None,
+        error: BaseException | None = None,
+    ) -> TaskRecord:
+        """A record of call *index*, made to show it (the fan-out keeps none)."""
+        args, kwargs = call
+        record = TaskRecord(0, self.label, args, kwargs, self.backend, index, self.cell, self)
+        record.submitted = self.created
+        if start is not None:
+            record.worker, record.started = start
+        record.ended, record.final, record.error = ended, final, error
+        return record
+
+    def live_records(self, count: int) -> list[TaskRecord]:
+        """Records of the running calls and of the last waiting ones, at most *count*.
+
+        The calls wait in the order they were submitted (executors take them first in, first
+        out), so the waiting ones are the last.
+        """
+        running = dict(self.running)
+        total = self.total
+        ended = self.done + len(self.finished) + len(self.aborted)
+        waiting = min(max(total - ended - len(running), 0), count)
+        calls = self.calls
+        records = [self.record(i, calls[i], start) for i, start in running.items() if i in calls]
+        records += [
+            self.record(i, calls[i])
+            for i in range(total - waiting, total)
+            if i in calls and i not in running
+        ]
+        return records[-count:]
+
+
 # region Tracker
 
 
 class _FanOuts(threading.local):
-    """The automatic fan-out each task name of a thread is in (`map_tasks` calls in a row)."""
+    """The fan-outs a thread's `map_tasks` calls join (one per task name)."""
 
     def __init__(self) -> None:
         self.by_name: dict[str, TaskGroup] = {}
+        """Fan-outs of records, by task name."""
+        self.by_func: dict[Callable[..., Any], FanOut] = {}
+        """Fan-outs that run here (`FanOut`), by the callable they run."""
 
 
 class Tracker(_Observable):
-    """All records of one session: live ones, a bounded tail of finished ones, and counts.
+    """Every call of one session: live ones, a bounded tail of ended ones, and counts.
 
-    A call costs as little as possible while it runs: submitting adds its record to the live
-    ones, its worker stamps the start on the record and appends it to a list of starts, and
-    its end is recorded under `lock` (the final state, the counts, the failures). `apply()`
-    folds the starts into the running counts and tells the listeners what changed; readers
-    apply before they read, and while widgets are shown the flusher applies at most 10 times a
-    second (`on_events`).
+    A call costs as little as possible while it runs. daglite's `map_tasks` calls that run in
+    this process are kept in the columns of their `FanOut`, whose workers append their ends to
+    a list without a lock. Every other call gets a `TaskRecord` among the live ones: its worker
+    stamps the start on it and appends it to a list of starts, and its end is recorded under
+    `lock` (the final state, the counts, the failures). `apply()` counts the starts and the
+    fan-outs' ends and tells the listeners what changed; readers apply before they read, and
+    while widgets are shown the flusher applies at most 10 times a second (`on_events`).
     """
 
     def __init__(self, recent: int = RECENT_RECORDS) -> None:
         super().__init__()
         self.lock = threading.RLock()
-        self.recent: deque[TaskRecord] = deque(maxlen=recent)
         self.cell: int | None = None
         self.on_fan_out: Callable[[TaskGroup], None] | None = None
         self.on_events: Callable[[], None] | None = None
@@ -299,8 +450,13 @@ class Tracker(_Observable):
         self._starts: list[TaskGroup | None] = []
         """The fan-outs of calls that started since the last `apply()` (workers append)."""
         self._live: dict[int, TaskRecord] = {}
+        self._fanned: dict[FanOut, None] = {}
+        """The fan-outs with calls that have not ended."""
+        self._recent: deque[TaskRecord | tuple[Any, ...]] = deque(maxlen=recent)
+        """The calls that ended last: records, and the ends of fan-out calls (`fan_out_ended`)."""
         self._changed: dict[int, _Observable] = {}
-        self._signalled = False
+        self.signalled = False
+        """Whether the listeners are to be told at the next `apply()` (and the flusher knows)."""
         self._next_id = itertools.count(1).__next__
         self._fan_outs = _FanOuts()
 
@@ -313,19 +469,40 @@ class Tracker(_Observable):
         with self.lock:
             live = len(self._live)
             running = max(0, min(sum(self._running.values()), live))
+            for fan_out in list(self._fanned):  # the submitting thread adds without the lock
+                live += fan_out.total - fan_out.done
+                running += len(fan_out.running)
             return {PENDING: live - running, RUNNING: running, **self._ended}
 
     @property
-    def live(self) -> dict[int, TaskRecord]:
-        """Records of the tasks that have not ended, by id."""
-        return dict(self._live)
+    def busy(self) -> bool:
+        """Whether some call has not ended."""
+        return bool(self._live or self._fanned)
+
+    @property
+    def recent(self) -> list[TaskRecord]:
+        """Records of the calls that ended last, oldest first."""
+        with self.lock:
+            records = [_as_record(entry) for entry in self._recent]
+        return sorted(records, key=_end_time)  # fan-outs count finished calls in batches
 
     def latest(self, count: int) -> list[TaskRecord]:
         """The *count* most recent records (ended or not), newest first."""
-        live = self.live
         with self.lock:
-            recent = list(self.recent)
-        return [*recent, *live.values()][-count:][::-1]
+            ended = sorted(map(_as_record, list(self._recent)[-count:]), key=_end_time)
+            live = list(self._live.values())
+            for fan_out in list(self._fanned):
+                live += fan_out.live_records(count)
+        live.sort(key=lambda record: record.submitted)
+        return [*ended, *live][-count:][::-1]
+
+    def live_futures(self) -> list[Future[Any]]:
+        """The backend Futures of the calls that have not ended."""
+        with self.lock:
+            futures = [record.future for record in self._live.values() if record.future]
+            for fan_out in list(self._fanned):
+                futures += list(fan_out.futures.values())
+        return futures
 
     # region Creating
 
@@ -350,8 +527,9 @@ class Tracker(_Observable):
             group: The fan-out of a direct call (`dnb.map`).
             direct: Whether it is daglite-nb's own call (`dnb.submit`, `dnb.map`): its future
                 raises a failed task's own exception, not daglite's `TaskError`. Other calls
-                with a map index (daglite's `map_tasks`) form automatic fan-outs: index 0
-                opens one, the next indexes of the same task on this thread join it.
+                with a map index (daglite's `map_tasks` on backends elsewhere) form automatic
+                fan-outs: index 0 opens one, the next indexes of the same task on this thread
+                join it.
         """
         fresh = False
         if not direct and map_index is not None:
@@ -367,13 +545,62 @@ class Tracker(_Observable):
         self._live[record.id] = record
         if group is not None:
             group.total += 1
-            if group.listeners and not self._signalled:
-                self.touch(group)
-        if self.listeners and not self._signalled:  # the panel lists the new call
-            self._signal()
+        if not self.signalled:
+            self._added(group)
         if fresh and self.on_fan_out is not None:
             self.on_fan_out(group)  # type: ignore[arg-type]
         return record
+
+    def open_fan_out(
+        self,
+        name: str,
+        backend: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> FanOut:
+        """Open a `FanOut` with call 0 of daglite's `map_tasks` of *func*, run here by *backend*.
+
+        It replaces the fan-out of the same task name this thread had.
+        """
+        fan_outs = self._fan_outs.by_func
+        for known in [key for key, fan_out in fan_outs.items() if fan_out.label == name]:
+            del fan_outs[known]
+        fan_out = fan_outs[func] = FanOut(name, backend, self, func, self.cell)
+        self.fan_out_call(func, args, kwargs, 0)
+        if self.on_fan_out is not None:
+            self.on_fan_out(fan_out)
+        return fan_out
+
+    def fan_out_call(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        map_index: int,
+    ) -> FanOut | None:
+        """Add call *map_index* of *func* to this thread's `FanOut` of *func*, if it is its next.
+
+        Returns:
+            The fan-out, which the backend runs as the call; None if the call continues none
+            (then it gets a record).
+        """
+        fan_out = self._fan_outs.by_func.get(func)
+        if fan_out is None or fan_out.total != map_index:
+            return None
+        fan_out.total = map_index + 1  # first: the tables are renewed only when no call is left
+        fan_out.calls[map_index] = (args, kwargs)
+        self._fanned[fan_out] = None
+        if not self.signalled:
+            self._added(fan_out)
+        return fan_out
+
+    def _added(self, group: TaskGroup | None) -> None:
+        # A call was added (to *group*): tell who watches.
+        if group is not None and group.listeners:
+            self.touch(group)
+        if self.listeners:  # the panel lists the new call
+            self._signal()
 
     def track(self, inner: Future[Any], record: TaskRecord, ends_here: bool) -> None:
         """Follow *inner*, the backend's Future for the call *record*.
@@ -402,7 +629,7 @@ class Tracker(_Observable):
         self._starts.append(record.group)
         if record.listeners:
             self.touch(record)
-        elif record.group is not None and record.group.listeners and not self._signalled:
+        elif record.group is not None and record.group.listeners and not self.signalled:
             self.touch(record.group)
 
     def reported(self, record_id: int, worker: str, at: float) -> None:
@@ -449,12 +676,9 @@ class Tracker(_Observable):
         """
         now = time.time()
         group = record.group
-        failure = None
-        if error is not None:
-            error = _original(error) if record.direct else error
-            if group is not None and len(group.failures) < GROUP_FAILURES:
-                # Formatted now: the exception may be re-raised and grow later frames.
-                failure = Failure.of(error)
+        if error is not None and record.direct:
+            error = _original(error)
+        failure = _failure(group, error)
         with self.lock:
             if record.final is not None:  # a second cancel
                 return
@@ -464,7 +688,7 @@ class Tracker(_Observable):
                 self._running[group] = self._running.get(group, 0) - 1
             del self._live[record.id]
             self._ended[state] += 1
-            self.recent.append(record)
+            self._recent.append(record)
             if record.listeners:
                 self._changed[id(record)] = record
             if group is not None:
@@ -480,8 +704,31 @@ class Tracker(_Observable):
         if live_future is not None:
             record.live_future = None  # the future keeps its record, not the other way round
             live_future.take(state, error, result)
-        if not self._signalled:
+        if not self.signalled:
             self._signal()
+
+    def fan_out_ended(self, fan_out: FanOut) -> None:
+        """Calls of *fan_out* ended: count them at the next `apply()`, or now if many wait."""
+        if len(fan_out.finished) >= FOLD_AT:
+            with self.lock:
+                self._count_ends(fan_out)
+        if not self.signalled:
+            self.touch(fan_out)
+
+    def _count_ends(self, fan_out: FanOut) -> None:
+        # Under the lock: count the calls of *fan_out* that ended since the last time.
+        counts, kept = fan_out.take_ends(self._recent.maxlen or 0)
+        self._recent.extend(kept)
+        for state, count in counts.items():
+            self._ended[state] += count
+            fan_out.ended_counts[state] += count
+            fan_out.done += count
+        if fan_out.done == fan_out.total:  # no call left: let go of the columns
+            fan_out.ended = time.time()
+            fan_out.calls, fan_out.futures = {}, {}
+            self._fanned.pop(fan_out, None)
+        if fan_out.listeners:
+            self._changed[id(fan_out)] = fan_out
 
     def running_in(self, group: TaskGroup) -> int:
         """How many calls of *group* ran at the last `apply()`."""
@@ -491,7 +738,7 @@ class Tracker(_Observable):
         """Have *observable*'s listeners told at the next `apply()`."""
         with self.lock:
             self._changed[id(observable)] = observable
-        if not self._signalled:
+        if not self.signalled:
             self._signal()
 
     def cancel(self, record: TaskRecord) -> bool:
@@ -504,13 +751,18 @@ class Tracker(_Observable):
 
     def cancel_pending(self, cell: int | None = None, backend: str | None = None) -> int:
         """Cancel pending calls (of *cell*, on *backend*, if given); return how many."""
-        return sum(
+        with self.lock:
+            records = list(self._live.values())
+            fan_outs = list(self._fanned)
+        cancelled = sum(
             self.cancel(record)
-            for record in self.live.values()
-            if record.started is None
-            and (cell is None or record.cell == cell)
-            and (backend is None or record.backend == backend)
+            for record in records
+            if record.started is None and _matches(record, cell, backend)
         )
+        for fan_out in fan_outs:
+            if _matches(fan_out, cell, backend):
+                cancelled += fan_out.cancel_waiting()
+        return cancelled
 
     def apply(self) -> None:
         """Count the calls that started; tell the listeners what changed since the last time."""
@@ -523,7 +775,10 @@ class Tracker(_Observable):
             for group in [group for group, count in running.items() if not count]:
                 del running[group]  # else every fan-out that ever ran would stay here
             del starts[:begun]  # what workers append meanwhile stays for the next time
-            signalled, self._signalled = self._signalled, False
+            for fan_out in list(self._fanned):
+                if fan_out.finished or fan_out.aborted:
+                    self._count_ends(fan_out)
+            signalled, self.signalled = self.signalled, False
             changed, self._changed = self._changed, {}
         if not signalled:
             return
@@ -533,9 +788,36 @@ class Tracker(_Observable):
             self.notify()
 
     def _signal(self) -> None:
-        self._signalled = True
+        self.signalled = True
         if self.on_events is not None:
             self.on_events()
+
+
+def _matches(call: TaskRecord | FanOut, cell: int | None, backend: str | None) -> bool:
+    """Whether *call* (a record, or a fan-out's calls) is of *cell* and on *backend*, if given."""
+    return (cell is None or call.cell == cell) and (backend is None or call.backend == backend)
+
+
+def _failure(group: TaskGroup | None, error: BaseException | None) -> Failure | None:
+    """*error* formatted for *group*, if the group shows it.
+
+    Formatted at once: an exception that is raised again grows later frames.
+    """
+    if error is None or group is None or len(group.failures) >= GROUP_FAILURES:
+        return None
+    return Failure.of(error)
+
+
+def _end_time(record: TaskRecord) -> float:
+    return record.ended or 0.0
+
+
+def _as_record(entry: TaskRecord | tuple[Any, ...]) -> TaskRecord:
+    """The record of an ended call, as `Tracker` keeps it (a fan-out call's end is a tuple)."""
+    if isinstance(entry, TaskRecord):
+        return entry
+    fan_out, *end = entry
+    return fan_out.record(*end)
 
 
 # region Futures

@@ -156,6 +156,23 @@ def test_interrupt_cancels_the_cells_pending_futures(kernel):
     assert kernel.eval("dnb.submit(slow, 0, 5).result()") == 25
 
 
+def test_interrupting_a_map_tasks_cell_cancels_its_pending_calls(kernel):
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start --max-threads 2")
+    msg_id = kernel.run("map_tasks(slow, [0.5] * 20, range(20))", wait=False)
+    time.sleep(1.2)
+    kernel.manager.interrupt_kernel()
+    result = kernel.collect(msg_id, timeout=15)
+    assert result.error["ename"] == "KeyboardInterrupt"
+    kernel.drain(1.5)  # the calls that ran end, and the bar gets its final state
+    counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
+    assert counts["cancelled"] >= 12 and counts["cancelled"] + counts["finished"] == 20, counts
+    progress = [o for o in result.outputs if VIEW in o.get("data", {})]
+    last = kernel.updates(_model_id(progress[0]))[-1]["value"]
+    assert f"{counts['cancelled']} cancelled" in last and "<b>20/20</b> done" in last
+    assert kernel.eval("map_tasks(slow, [0] * 3, range(3))") == [0, 1, 4]
+
+
 def test_cancel_button_cancels_a_pending_task(kernel):
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 1")

@@ -8,6 +8,8 @@ from concurrent.futures import Future
 
 import pytest
 
+from daglite_nb.tracking import FOLD_AT
+from daglite_nb.tracking import FanOut
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import LiveFutureGroup
 from daglite_nb.tracking import TaskGroup
@@ -40,7 +42,7 @@ def test_pending_running_finished():
     inner.set_result(42)
     assert future.state == "finished" and future.result() == 42
     assert _nonzero(tracker.counts) == {"finished": 1}
-    assert tracker.live == {} and list(tracker.recent) == [future.record]
+    assert not tracker.busy and tracker.recent == [future.record]
 
 
 def test_start_report_from_this_process_names_the_thread():
@@ -96,7 +98,7 @@ def test_detail_is_bounded_and_counts_are_not():
     for _ in range(2000):
         _, inner = _submit(tracker)
         inner.set_result(None)
-    assert tracker.live == {} and len(tracker.recent) == 50  # live applies what arrived
+    assert not tracker.busy and len(tracker.recent) == 50
     assert tracker.counts["finished"] == 2000
 
 
@@ -218,7 +220,7 @@ def test_a_submit_that_raises_ends_its_record_as_failed():
     backend = tracked_backend(Broken, tracker, "broken")()
     with pytest.raises(RuntimeError, match="pool is broken"):
         backend._submit(len, ((),), {}, context=SubmitContext(map_index=None))
-    assert _nonzero(tracker.counts) == {"failed": 1} and tracker.live == {}
+    assert _nonzero(tracker.counts) == {"failed": 1} and not tracker.busy
 
 
 def test_running_counts_follow_starts_and_ends_per_fan_out():
@@ -244,3 +246,126 @@ def test_running_counts_follow_starts_and_ends_per_fan_out():
     tracker.apply()
     assert group.counts["finished"] == 5 and tracker.counts["running"] == 0
     assert tracker._running == {}, "a fan-out that ended leaves nothing behind"
+
+
+# region Fan-outs that run here
+
+
+def _started(backend_class, tracker):
+    """A started backend of *backend_class* whose calls *tracker* records."""
+    from daglite_nb.backends import tracked_backend
+
+    backend = tracked_backend(backend_class, tracker, backend_class.name)()
+    backend.start(None)
+    return backend
+
+
+def _map(backend, func, items):
+    """Submit as daglite's `map_tasks` does: one callable, map indexes in order."""
+    return [backend.submit(func, (item,), map_index=i) for i, item in enumerate(items)]
+
+
+def test_map_calls_that_run_here_keep_their_state_in_the_fan_out():
+    from daglite_nb._local import NotebookInlineBackend
+
+    tracker = Tracker(recent=4)
+    opened = []
+    tracker.on_fan_out = opened.append
+    backend = _started(NotebookInlineBackend, tracker)
+    seen_inside = []
+
+    def work(x):
+        if x == 3:
+            raise ValueError("three")
+        shown = tracker.latest(1)[0]  # the panel's view of the call that runs now
+        seen_inside.append((shown.call, shown.state, shown.map_index, shown.worker))
+        return x * 2
+
+    futures = _map(backend, work, range(5))
+    assert [type(fan_out) for fan_out in opened] == [FanOut], "one fan-out, no record per call"
+    assert seen_inside[1] == ("work(1)", "running", 1, threading.current_thread().name)
+    assert [f.result() for f in futures[:3]] == [0, 2, 4]
+    assert isinstance(futures[3].exception(), ValueError)
+    tracker.apply()
+    fan_out = opened[0]
+    assert _nonzero(fan_out.counts) == {"finished": 4, "failed": 1}
+    assert fan_out.failures[0].summary == "ValueError: three"
+    assert _nonzero(tracker.counts) == {"finished": 4, "failed": 1} and not tracker.busy
+    assert fan_out.calls == {} and fan_out.futures == {}, "nothing kept once all ended"
+    last = tracker.recent  # bounded detail, in the order the calls ended
+    assert [r.map_index for r in last] == [1, 2, 3, 4] and last[2].state == "failed"
+    assert last[-1].call == "work(4)" and last[-1].ended >= last[-1].started >= fan_out.created
+
+    backend.submit(work, (9,), map_index=9)  # not the fan-out's next call: a record of its own
+    assert tracker.recent[-1].group is None and tracker.recent[-1].call == "work(9)"
+
+
+def test_pending_fan_out_calls_are_cancelled_and_never_run():
+    from daglite_nb._local import NotebookThreadBackend
+
+    tracker = Tracker()
+    opened = []
+    tracker.on_fan_out = opened.append
+    backend = _started(NotebookThreadBackend, tracker)
+    gate = threading.Event()
+    ran = []
+
+    def work(x):
+        ran.append(x)
+        gate.wait(30)
+        return x
+
+    futures = _map(backend, work, range(40))
+    try:
+        shown = tracker.latest(40)
+        assert sorted(r.map_index for r in shown) == list(range(40))
+        assert {r.state for r in shown} <= {"pending", "running"}
+        cancelled = tracker.cancel_pending()
+    finally:
+        gate.set()
+    assert cancelled == sum(f.cancelled() for f in futures) > 0
+    assert [f.result() for f in futures if not f.cancelled()] == sorted(ran)
+    assert not set(ran) & {i for i, f in enumerate(futures) if f.cancelled()}
+    tracker.apply()
+    assert _nonzero(tracker.counts) == {"finished": 40 - cancelled, "cancelled": cancelled}
+    assert opened[0].done == 40 and not tracker.busy
+    backend.stop()
+
+
+def test_fan_outs_of_many_threads_lose_no_count():
+    from daglite_nb._local import NotebookThreadBackend
+
+    tracker = Tracker()
+    opened = []
+    tracker.on_fan_out = opened.append
+    backend = _started(NotebookThreadBackend, tracker)
+    results = []
+
+    def mapper():
+        results.append([f.result() for f in _map(backend, _double, range(300))])
+
+    threads = [threading.Thread(target=mapper) for _ in range(4)]
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+    assert results == [[2 * i for i in range(300)]] * 4
+    tracker.apply()
+    assert [fan_out.done for fan_out in opened] == [300] * 4, "one fan-out per thread"
+    assert _nonzero(tracker.counts) == {"finished": 1200}
+    backend.stop()
+
+
+def test_without_a_flusher_ended_calls_are_counted_in_bounded_batches():
+    from daglite_nb._local import NotebookInlineBackend
+
+    tracker = Tracker()
+    opened = []
+    tracker.on_fan_out = opened.append
+    backend = _started(NotebookInlineBackend, tracker)
+    _map(backend, _double, range(3 * FOLD_AT))  # nobody calls apply() meanwhile
+    fan_out = opened[0]
+    assert len(fan_out.finished) < FOLD_AT and len(fan_out.calls) < FOLD_AT
+    assert fan_out.done > FOLD_AT
+
+
+def _double(x):
+    return 2 * x

@@ -94,7 +94,7 @@ class Panel:
         for button in (self.stop, self.restart, self.cancel):
             button.disabled = current is None
         self.start.disabled = current is not None
-        return current is not None and bool(current.tracker.live)
+        return current is not None and current.tracker.busy
 
     def _bind(self, current: session.NotebookSession | None) -> None:
         """Follow the tracker of the session that is open now (sessions come and go)."""
