@@ -278,18 +278,21 @@ class FanOut(TaskGroup):
     The backend runs the fan-out itself as each call's callable. The call finds its map index
     through daglite's `SubmitContext` and, with no lock, stamps its start in `running` and
     appends its end to `finished` (or `aborted`); the tracker counts the ends in batches
-    (`Tracker.apply`). The columns of the calls are let go all at once, when no call is left:
-    daglite's `map_tasks` holds as much (its items and Futures) until it returns. Records are
-    made only to show calls (`record`). Only the thread that opened a fan-out adds calls to it;
-    they share its submit time (`created`).
+    (`Tracker.apply`). A call adds no object that outlives it: the columns hold daglite's own
+    argument tuples and Futures, and numbers and names, which the garbage collector need not
+    visit. They are let go all at once when no call is left; daglite's `map_tasks` holds as
+    much until it returns. Records are made only to show calls (`record`). Only the thread that
+    opened a fan-out adds calls to it; they share its submit time (`created`).
 
     Attributes:
-        calls: The arguments of the calls: map index -> (args, kwargs).
+        args: The positional arguments of the calls: map index -> args.
+        kwargs: The keyword arguments of the calls that have some: map index -> kwargs.
         futures: The backend's Futures of the calls, to cancel those that wait.
         running: The calls that run: map index -> (worker, start time).
-        finished: Calls that finished since the last count: (map index, start, end time).
-        aborted: Calls that failed or were cancelled since the last count: (map index, start,
-            end time, final state, exception).
+        finished: The calls that finished since the last count, flat: map index, worker, start
+            time, end time, and so on (one `extend` per call, which no other thread can split).
+        aborted: The calls that failed or were cancelled since the last count: (map index,
+            (worker, start time) or None, end time, final state, exception).
     """
 
     def __init__(
@@ -300,10 +303,11 @@ class FanOut(TaskGroup):
         super().__init__(label, backend, tracker)
         self.func = func
         self.cell = cell
-        self.calls: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        self.args: dict[int, tuple[Any, ...]] = {}
+        self.kwargs: dict[int, dict[str, Any]] = {}
         self.futures: dict[int, Future[Any]] = {}
         self.running: dict[int, tuple[str, float]] = {}
-        self.finished: list[tuple[int, tuple[str, float], float]] = []
+        self.finished: list[Any] = []
         self.aborted: list[tuple[int, tuple[str, float] | None, float, str, BaseException]] = []
         self._map_index = map_index_var()
 
@@ -311,8 +315,10 @@ class FanOut(TaskGroup):
         """Run `func` as the call of the current map index; record its start and end."""
         index: int = self._map_index.get().map_index  # type: ignore[union-attr,assignment]
         tracker: Tracker = self.tracker  # type: ignore[assignment]
+        worker = _this_thread.name or thread_name()
+        began = time.time()
         running = self.running
-        start = running[index] = (_this_thread.name or thread_name(), time.time())
+        running[index] = (worker, began)
         if self.listeners and not tracker.signalled:
             tracker.touch(self)
         try:
@@ -322,8 +328,8 @@ class FanOut(TaskGroup):
             raise
         del running[index]
         finished = self.finished
-        finished.append((index, start, time.time()))
-        if not tracker.signalled or len(finished) >= FOLD_AT:
+        finished.extend((index, worker, began, time.time()))
+        if not tracker.signalled or len(finished) >= FOLD_AT * 4:
             tracker.fan_out_ended(self)
         return result
 
@@ -338,6 +344,11 @@ class FanOut(TaskGroup):
             self.aborted.append((index, start, time.time(), state, error))  # type: ignore[arg-type]
         tracker.fan_out_ended(self)
 
+    @property
+    def waiting_ends(self) -> int:
+        """How many calls ended since the last count."""
+        return len(self.finished) // 4 + len(self.aborted)
+
     def take_ends(self, keep: int) -> tuple[dict[str, int], list[tuple[Any, ...]]]:
         """Take the calls that ended since the last time (under the tracker's lock).
 
@@ -346,19 +357,25 @@ class FanOut(TaskGroup):
             keep as detail.
         """
         finished, aborted = self.finished, self.aborted
-        count = len(finished)  # what workers append meanwhile stays for the next time
-        shown = finished[max(count - keep, 0) : count]
-        del finished[:count]
+        size = len(finished)  # what workers append meanwhile stays for the next time
+        shown = finished[max(size - 4 * keep, 0) : size]
+        del finished[:size]
         failed_or_cancelled = aborted[:]
         del aborted[:]
         counts = dict.fromkeys(TERMINAL, 0)
-        counts[FINISHED] = count
-        calls = self.calls
-        kept = [(self, i, calls[i], start, at, FINISHED, None) for i, start, at in shown]
-        for index, start, at, state, error in failed_or_cancelled:
-            counts[state] += 1
-            kept.append((self, index, calls[index], start, at, state, error))
-        return counts, kept
+        counts[FINISHED] = size // 4
+        columns = (shown[i::4] for i in range(4))
+        ends = [
+            (index, (worker, began), ended, FINISHED, None)
+            for index, worker, began, ended in zip(*columns, strict=True)
+        ]
+        for end in failed_or_cancelled:
+            counts[end[3]] += 1
+        ends += failed_or_cancelled
+        return counts, [
+            (self, index, *self._arguments(index), start, ended, state, error)
+            for index, start, ended, state, error in ends
+        ]
 
     def cancel_waiting(self) -> int:
         """Cancel the calls that have not started; return how many were cancelled."""
@@ -378,14 +395,14 @@ class FanOut(TaskGroup):
     def record(
         self,
         index: int,
-        call: tuple[tuple[Any, ...], dict[str, Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         start: tuple[str, float] | None = None,
         ended: float | None = None,
         final: str | None = None,
         error: BaseException | None = None,
     ) -> TaskRecord:
         """A record of call *index*, made to show it (the fan-out keeps none)."""
-        args, kwargs = call
         record = TaskRecord(0, self.label, args, kwargs, self.backend, index, self.cell, self)
         record.submitted = self.created
         if start is not None:
@@ -401,16 +418,16 @@ class FanOut(TaskGroup):
         """
         running = dict(self.running)
         total = self.total
-        ended = self.done + len(self.finished) + len(self.aborted)
-        waiting = min(max(total - ended - len(running), 0), count)
-        calls = self.calls
-        records = [self.record(i, calls[i], start) for i, start in running.items() if i in calls]
-        records += [
-            self.record(i, calls[i])
-            for i in range(total - waiting, total)
-            if i in calls and i not in running
+        waiting = min(max(total - self.done - self.waiting_ends - len(running), 0), count)
+        shown = [*running.items(), *((i, None) for i in range(total - waiting, total))]
+        return [
+            self.record(index, *self._arguments(index), start)
+            for index, start in shown[-count:]
+            if index in self.args and (start is not None or index not in running)
         ]
-        return records[-count:]
+
+    def _arguments(self, index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return self.args[index], self.kwargs.get(index, {})
 
 
 # region Tracker
@@ -589,7 +606,9 @@ class Tracker(_Observable):
         if fan_out is None or fan_out.total != map_index:
             return None
         fan_out.total = map_index + 1  # first: the tables are renewed only when no call is left
-        fan_out.calls[map_index] = (args, kwargs)
+        fan_out.args[map_index] = args
+        if kwargs:
+            fan_out.kwargs[map_index] = kwargs
         self._fanned[fan_out] = None
         if not self.signalled:
             self._added(fan_out)
@@ -709,7 +728,7 @@ class Tracker(_Observable):
 
     def fan_out_ended(self, fan_out: FanOut) -> None:
         """Calls of *fan_out* ended: count them at the next `apply()`, or now if many wait."""
-        if len(fan_out.finished) >= FOLD_AT:
+        if fan_out.waiting_ends >= FOLD_AT:
             with self.lock:
                 self._count_ends(fan_out)
         if not self.signalled:
@@ -725,7 +744,7 @@ class Tracker(_Observable):
             fan_out.done += count
         if fan_out.done == fan_out.total:  # no call left: let go of the columns
             fan_out.ended = time.time()
-            fan_out.calls, fan_out.futures = {}, {}
+            fan_out.args, fan_out.kwargs, fan_out.futures = {}, {}, {}
             self._fanned.pop(fan_out, None)
         if fan_out.listeners:
             self._changed[id(fan_out)] = fan_out
@@ -776,7 +795,7 @@ class Tracker(_Observable):
                 del running[group]  # else every fan-out that ever ran would stay here
             del starts[:begun]  # what workers append meanwhile stays for the next time
             for fan_out in list(self._fanned):
-                if fan_out.finished or fan_out.aborted:
+                if fan_out.waiting_ends:
                     self._count_ends(fan_out)
             signalled, self.signalled = self.signalled, False
             changed, self._changed = self._changed, {}

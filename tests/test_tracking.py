@@ -291,13 +291,16 @@ def test_map_calls_that_run_here_keep_their_state_in_the_fan_out():
     assert _nonzero(fan_out.counts) == {"finished": 4, "failed": 1}
     assert fan_out.failures[0].summary == "ValueError: three"
     assert _nonzero(tracker.counts) == {"finished": 4, "failed": 1} and not tracker.busy
-    assert fan_out.calls == {} and fan_out.futures == {}, "nothing kept once all ended"
+    assert fan_out.args == fan_out.futures == {}, "nothing kept once all ended"
     last = tracker.recent  # bounded detail, in the order the calls ended
     assert [r.map_index for r in last] == [1, 2, 3, 4] and last[2].state == "failed"
     assert last[-1].call == "work(4)" and last[-1].ended >= last[-1].started >= fan_out.created
 
     backend.submit(work, (9,), map_index=9)  # not the fan-out's next call: a record of its own
     assert tracker.recent[-1].group is None and tracker.recent[-1].call == "work(9)"
+    assert backend.submit(_double, (), {"x": 2}, map_index=0).result() == 4  # a new fan-out
+    tracker.apply()
+    assert tracker.recent[-1].group is opened[1] and tracker.recent[-1].call == "_double(x=2)"
 
 
 def test_pending_fan_out_calls_are_cancelled_and_never_run():
@@ -363,7 +366,7 @@ def test_without_a_flusher_ended_calls_are_counted_in_bounded_batches():
     backend = _started(NotebookInlineBackend, tracker)
     _map(backend, _double, range(3 * FOLD_AT))  # nobody calls apply() meanwhile
     fan_out = opened[0]
-    assert len(fan_out.finished) < FOLD_AT and len(fan_out.calls) < FOLD_AT
+    assert fan_out.waiting_ends < FOLD_AT and len(fan_out.args) < FOLD_AT
     assert fan_out.done > FOLD_AT
 
 
