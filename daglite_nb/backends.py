@@ -162,6 +162,8 @@ class _Tracked:
     """
 
     _tracker: Tracker
+    _backend_submit: Callable[..., Future[Any]]
+    """The backend's own `_submit` (looked up once, not through `super()` on every call)."""
     _named: tuple[Any, str] = (None, "")
     runs_here: bool
 
@@ -191,7 +193,7 @@ class _Tracked:
             )
             if fan_out is not None:  # the fan-out runs the call and records it
                 try:
-                    inner = super()._submit(fan_out, args, kwargs, context=context)  # type: ignore[misc]
+                    inner = self._backend_submit(fan_out, args, kwargs, context=context)
                 except BaseException as exc:
                     fan_out.abort(index, FAILED, exc)
                     raise
@@ -208,7 +210,7 @@ class _Tracked:
             call = TrackedCall(func, record.id)
             live = record.live_future = LiveFuture(record, tracker) if direct else None
         try:
-            inner = super()._submit(call, args, kwargs, context=context)  # type: ignore[misc]
+            inner = self._backend_submit(call, args, kwargs, context=context)
         except BaseException as exc:
             tracker.ended(record, FAILED, exc)
             raise
@@ -247,6 +249,7 @@ def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -
         "_tracker": tracker,
         "name": name,
         "runs_here": getattr(backend_class, "runs_here", False),
+        "_backend_submit": backend_class._submit,
         "__module__": backend_class.__module__,
     }
     return type(backend_class.__name__, (_Tracked, backend_class), namespace)

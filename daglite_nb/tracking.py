@@ -319,7 +319,7 @@ class FanOut(TaskGroup):
         began = time.time()
         running = self.running
         running[index] = (worker, began)
-        if self.listeners and not tracker.signalled:
+        if not tracker.signalled and self.listeners:
             tracker.touch(self)
         try:
             result = self.func(*args, **kwargs)
