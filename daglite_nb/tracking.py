@@ -42,6 +42,9 @@ FOLD_AT = 1000
 """How many finished calls a `FanOut` lets wait for `Tracker.apply()` before its workers count
 them themselves (no flusher applies while no widget is shown)."""
 
+_FINISHED_FIELDS = 4
+"""What a `FanOut` notes of each finished call: map index, worker, start and end time."""
+
 CALL_WIDTH = 60
 """Longest shown call text, in characters."""
 
@@ -329,7 +332,7 @@ class FanOut(TaskGroup):
         del running[index]
         finished = self.finished
         finished.extend((index, worker, began, time.time()))
-        if not tracker.signalled or len(finished) >= FOLD_AT * 4:
+        if not tracker.signalled or len(finished) >= FOLD_AT * _FINISHED_FIELDS:
             tracker.fan_out_ended(self)
         return result
 
@@ -347,24 +350,24 @@ class FanOut(TaskGroup):
     @property
     def waiting_ends(self) -> int:
         """How many calls ended since the last count."""
-        return len(self.finished) // 4 + len(self.aborted)
+        return len(self.finished) // _FINISHED_FIELDS + len(self.aborted)
 
     def take_ends(self, keep: int) -> tuple[dict[str, int], list[tuple[Any, ...]]]:
         """Take the calls that ended since the last time (under the tracker's lock).
 
         Returns:
-            How many ended, by final state, and the ends of the last *keep* of each kind, to
-            keep as detail.
+            How many ended, by final state, and, to keep as detail, the ends of the last *keep*
+            finished calls and of all the others.
         """
         finished, aborted = self.finished, self.aborted
         size = len(finished)  # what workers append meanwhile stays for the next time
-        shown = finished[max(size - 4 * keep, 0) : size]
+        shown = finished[max(size - keep * _FINISHED_FIELDS, 0) : size]
         del finished[:size]
         failed_or_cancelled = aborted[:]
         del aborted[:]
         counts = dict.fromkeys(TERMINAL, 0)
-        counts[FINISHED] = size // 4
-        columns = (shown[i::4] for i in range(4))
+        counts[FINISHED] = size // _FINISHED_FIELDS
+        columns = (shown[i::_FINISHED_FIELDS] for i in range(_FINISHED_FIELDS))
         ends = [
             (index, (worker, began), ended, FINISHED, None)
             for index, worker, began, ended in zip(*columns, strict=True)
