@@ -251,13 +251,18 @@ def test_running_counts_follow_starts_and_ends_per_fan_out():
 # region Fan-outs that run here
 
 
-def _started(backend_class, tracker):
-    """A started backend of *backend_class* whose calls *tracker* records."""
+def _tracked(backend_name, recent=50):
+    """A tracker, the fan-outs it opens, and a started notebook backend whose calls it records."""
+    from daglite_nb import _local
     from daglite_nb.backends import tracked_backend
 
-    backend = tracked_backend(backend_class, tracker, backend_class.name)()
+    backend_class = {"inline": _local.NotebookInlineBackend, "thread": _local.NotebookThreadBackend}
+    tracker = Tracker(recent=recent)
+    opened = []
+    tracker.on_fan_out = opened.append
+    backend = tracked_backend(backend_class[backend_name], tracker, backend_name)()
     backend.start(None)
-    return backend
+    return tracker, opened, backend
 
 
 def _map(backend, func, items):
@@ -266,12 +271,7 @@ def _map(backend, func, items):
 
 
 def test_map_calls_that_run_here_keep_their_state_in_the_fan_out():
-    from daglite_nb._local import NotebookInlineBackend
-
-    tracker = Tracker(recent=4)
-    opened = []
-    tracker.on_fan_out = opened.append
-    backend = _started(NotebookInlineBackend, tracker)
+    tracker, opened, backend = _tracked("inline", recent=4)
     seen_inside = []
 
     def work(x):
@@ -304,12 +304,7 @@ def test_map_calls_that_run_here_keep_their_state_in_the_fan_out():
 
 
 def test_pending_fan_out_calls_are_cancelled_and_never_run():
-    from daglite_nb._local import NotebookThreadBackend
-
-    tracker = Tracker()
-    opened = []
-    tracker.on_fan_out = opened.append
-    backend = _started(NotebookThreadBackend, tracker)
+    tracker, opened, backend = _tracked("thread")
     gate = threading.Event()
     ran = []
 
@@ -336,12 +331,7 @@ def test_pending_fan_out_calls_are_cancelled_and_never_run():
 
 
 def test_fan_outs_of_many_threads_lose_no_count():
-    from daglite_nb._local import NotebookThreadBackend
-
-    tracker = Tracker()
-    opened = []
-    tracker.on_fan_out = opened.append
-    backend = _started(NotebookThreadBackend, tracker)
+    tracker, opened, backend = _tracked("thread")
     results = []
 
     def mapper():
@@ -358,12 +348,7 @@ def test_fan_outs_of_many_threads_lose_no_count():
 
 
 def test_without_a_flusher_ended_calls_are_counted_in_bounded_batches():
-    from daglite_nb._local import NotebookInlineBackend
-
-    tracker = Tracker()
-    opened = []
-    tracker.on_fan_out = opened.append
-    backend = _started(NotebookInlineBackend, tracker)
+    tracker, opened, backend = _tracked("inline")
     _map(backend, _double, range(3 * FOLD_AT))  # nobody calls apply() meanwhile
     fan_out = opened[0]
     assert fan_out.waiting_ends < FOLD_AT and len(fan_out.args) < FOLD_AT
