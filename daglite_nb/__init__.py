@@ -32,6 +32,7 @@ __all__ = [
     "map",
     "panel",
     "register_backend",
+    "restart",
     "start",
     "status",
     "stop",
@@ -52,8 +53,10 @@ def start(backend: str | None = None, **options: Any) -> NotebookSession:
     Args:
         backend: Default backend name or alias (default `"thread"`).
         **options: `cache_store`, `dataset_store` (paths), `max_threads`, `max_processes`
-            (positive integers), `progress` (show map progress bars, default `True`), and for
-            the Dask backend `dask_address` (a scheduler to connect to) or `dask_workers` and
+            (positive integers), `progress` (show map progress bars, default `True`),
+            `process_start_method` (`"fork"`, `"spawn"` or `"forkserver"`: how process workers
+            start; default: daglite's choice for the platform), and for the Dask backend
+            `dask_address` (a scheduler to connect to) or `dask_workers` and
             `dask_threads` (the size of a local cluster).
 
     Returns:
@@ -90,6 +93,18 @@ def using(name: str) -> Iterator[str]:
     finally:
         if not current.closed:
             current.use(previous)
+
+
+def restart(name: str | None = None) -> str:
+    """Stop backend *name* (default: the session's) and start a fresh instance of it.
+
+    Its pending tasks are cancelled; running ones finish on the old instance (a process pool's
+    are ended). The new instance takes the session's current settings. Returns the backend's
+    canonical name.
+    """
+    from daglite_nb import session
+
+    return session.require().restart_backend(name)
 
 
 def status() -> SessionStatus:

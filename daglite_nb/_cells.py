@@ -6,6 +6,7 @@ for them to do, so `%load_ext daglite_nb` stays cheap.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -29,13 +30,17 @@ def pre_run_cell(info: Any = None) -> None:
 
 
 def post_run_cell(result: Any) -> None:
-    """Cancel the futures of an interrupted cell; push the cell's last widget changes."""
+    """Cancel the futures of an interrupted cell; push the cell's last widget changes.
+
+    A cell interrupted while it blocks ends with `KeyboardInterrupt`; one interrupted while it
+    awaits ends with `asyncio.CancelledError` (ipykernel cancels the cell's coroutine).
+    """
     session = sys.modules.get("daglite_nb.session")
     if session is None:
         return
     current = session.current()
     if current is not None:
-        if isinstance(result.error_in_exec, KeyboardInterrupt):
+        if isinstance(result.error_in_exec, (KeyboardInterrupt, asyncio.CancelledError)):
             current.cancel_cell()
         current.tracker.apply()
     flusher = sys.modules.get("daglite_nb.display.flusher")

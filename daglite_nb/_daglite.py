@@ -14,10 +14,13 @@ from daglite._context import SessionContext
 from daglite._context import SubmitContext
 from daglite._resolvers import resolve_event_reporter
 from daglite.backends.base import Backend
+from daglite.backends.local import ProcessBackend
 from daglite.backends.manager import BackendManager
 from daglite.composers import _AsyncGeneratorWrapper
 from daglite.composers import _AsyncWrapper
 from daglite.composers import _make_backend_callable
+from daglite.datasets.reporters import ProcessDatasetReporter
+from daglite.plugins.reporters import EventReporter
 from daglite.settings import DagliteSettings
 
 __all__ = ["BackendContext", "SubmitContext"]  # daglite's, re-exported here
@@ -44,18 +47,59 @@ def apply_session(session: SessionContext | None, manager: BackendManager | None
     BackendManager._active.set(manager)
 
 
-def route_names(manager: BackendManager, canonical: Callable[[str], str]) -> None:
-    """Make *manager* map every backend name through *canonical* before looking it up.
+def route_gets(
+    manager: BackendManager, get: Callable[[Callable[[str | None], Backend], str | None], Backend]
+) -> None:
+    """Make every backend lookup of *manager* go through `get(manager's own get, name)`.
 
     daglite keys started backends by the name they were asked for, so `map_tasks(...,
-    backend="threads")` would start a second thread pool beside "thread".
+    backend="threads")` would start a second thread pool beside "thread": *get* can map names
+    to canonical ones first (and refuse lookups once the session is stopped).
     """
-    get = manager.get
+    own_get = manager.get
 
-    def get_canonical(backend_name: str | None = None) -> Backend:
-        return get(canonical(backend_name) if backend_name else backend_name)
+    def routed_get(backend_name: str | None = None) -> Backend:
+        return get(own_get, backend_name)
 
-    manager.get = get_canonical  # type: ignore[method-assign]
+    manager.get = routed_get  # type: ignore[method-assign]
+
+
+class _SessionForThreads:
+    """Stands in for daglite's global backend manager while a notebook session is open.
+
+    daglite uses its global manager where no session is active, which is the case in a thread
+    that a cell starts (threads do not inherit the cell's context): `map_tasks` would run inline
+    there, outside the session. This one first makes the notebook session the thread's own.
+    """
+
+    def __init__(self, enter: Callable[[], BackendManager]) -> None:
+        self._enter = enter
+
+    def get(self, backend_name: str | None = None) -> Backend:
+        """Enter the notebook session in this thread, and look *backend_name* up in it."""
+        return self._enter().get(backend_name)
+
+    def stop(self) -> None:
+        """Nothing: the notebook session stops its backends itself (daglite calls this atexit)."""
+
+
+def serve_threads(enter: Callable[[], BackendManager]) -> Callable[[], None]:
+    """Have threads without a daglite session enter the notebook's (*enter*) at a backend lookup.
+
+    `map_tasks` looks its backend up first, so it runs in the notebook session in any thread.
+
+    Returns:
+        A function that puts daglite's own global manager back.
+    """
+    previous = BackendManager._global
+    stand_in = _SessionForThreads(enter)
+    BackendManager._global = stand_in  # type: ignore[assignment]
+
+    def restore() -> None:
+        if BackendManager._global is stand_in:
+            BackendManager._global = previous
+
+    return restore
 
 
 event_reporter = resolve_event_reporter
@@ -100,3 +144,57 @@ def task_name(func: Callable[..., Any]) -> str:
 def backend_callable(func: Callable[..., Any], verb: str) -> Callable[..., Any]:
     """Turn *func* into what daglite's `map_tasks` hands a backend (tasks, async, generators)."""
     return _make_backend_callable(func, verb)
+
+
+# region Backends
+
+
+def backend_session(backend: Backend) -> SessionContext | None:
+    """The daglite session *backend* was started in (`Backend.start` keeps it)."""
+    return backend._session
+
+
+def backend_settings(backend: Backend) -> DagliteSettings:
+    """The settings *backend* was started with."""
+    return backend._settings
+
+
+def default_process_context() -> Any:
+    """The multiprocessing context daglite's process backend picks for this platform."""
+    return ProcessBackend._determine_mp_context()
+
+
+class DatasetQueue:
+    """A multiprocessing queue through which process workers hand dataset saves to the session.
+
+    daglite's own process backend does the same: workers put save requests on the queue, and
+    the session's dataset processor performs them (and fires the dataset hooks) in the kernel.
+    """
+
+    def __init__(self, session: SessionContext | None, context: Any) -> None:
+        self.queue = context.Queue()
+        self._processor = session.dataset_processor if session is not None else None
+        self._source = self._processor.add_source(self.queue) if self._processor else None
+
+    def close(self) -> None:
+        """Perform the saves still queued, then close the queue."""
+        if self._processor is not None and self._source is not None:
+            self._processor.flush()
+            self._processor.remove_source(self._source)
+        self.queue.close()
+
+
+def enter_worker_context(
+    event_reporter: EventReporter, context_data: dict[str, Any], dataset_queue: Any
+) -> None:
+    """Enter daglite's backend context in a process worker, for the rest of its life.
+
+    Tasks on the worker then find the session's plugins and stores, report events through
+    *event_reporter*, and hand dataset saves to *dataset_queue* (see `DatasetQueue`).
+    """
+    context = BackendContext.from_dict(
+        context_data,
+        event_reporter=event_reporter,
+        dataset_reporter=ProcessDatasetReporter(dataset_queue),
+    )
+    context.__enter__()

@@ -3,31 +3,30 @@
 - inline: async tasks in a map run on a helper thread when the kernel's event loop is running
   (daglite would call `asyncio.run` inside it and fail);
 - thread: stopping does not wait for running tasks (teardown stays inside the kernel's budget);
-- process: workers ignore SIGINT and watch their parent; callables travel by value; stopping
-  terminates what still runs.
+- process: a pool of its own (`daglite_nb._pool`): callables travel by value, workers ignore
+  SIGINT and exit with the kernel, a worker that dies costs only its call; stopping terminates
+  what still runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
+import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
+from typing import ClassVar
 
-import cloudpickle
+from daglite.backends.base import Backend
 from daglite.backends.local import InlineBackend
-from daglite.backends.local import ProcessBackend
 from daglite.backends.local import ThreadBackend
 
 from daglite_nb import _daglite
 from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
-from daglite_nb._worker import CallByValue
-from daglite_nb._worker import harden_worker
+from daglite_nb._pool import WorkerPool
 from daglite_nb._worker import unwrap
 
 
@@ -59,13 +58,48 @@ class NotebookThreadBackend(ThreadBackend):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-class NotebookProcessBackend(ProcessBackend):
-    """Runs tasks on a hardened process pool, sending every call by value."""
+class NotebookProcessBackend(Backend):
+    """Runs tasks on a process pool made for a kernel (`daglite_nb._pool.WorkerPool`).
+
+    Every call travels by value; a worker that dies costs only the call it was running, and the
+    pool replaces it. Workers start with daglite's choice of start method for the platform, or
+    the one bound with `configure(start_method=...)`.
+    """
+
+    name = "process"
+    start_method: ClassVar[str | None] = None
+
+    @classmethod
+    def configure(cls, *, start_method: str | None = None) -> type[NotebookProcessBackend]:
+        """Return a subclass of this backend whose workers start with *start_method*.
+
+        Raises:
+            ValueError: If this platform has no such start method.
+        """
+        methods = multiprocessing.get_all_start_methods()
+        if start_method is not None and start_method not in methods:
+            raise ValueError(
+                f"process_start_method must be one of {', '.join(methods)}, got {start_method!r}."
+            )
+        namespace = {"start_method": start_method, "__module__": cls.__module__}
+        return type(cls.__name__, (cls,), namespace)
 
     def _start(self, *, context: BackendContext) -> None:
-        self._memo = threading.local()
-        super()._start(context=context)
-        _harden_pool(self._executor)
+        session = _daglite.backend_session(self)
+        mp_context = (
+            multiprocessing.get_context(self.start_method)
+            if self.start_method
+            else _daglite.default_process_context()
+        )
+        self._datasets = _daglite.DatasetQueue(session, mp_context)
+        reporter = session.event_reporter if session is not None else None
+        self._pool = WorkerPool(
+            mp_context,
+            _daglite.backend_settings(self).max_parallel_processes,
+            setup=_daglite.enter_worker_context,
+            setup_args=(context.to_dict(), self._datasets.queue),
+            on_event=reporter.report if reporter is not None else _ignore_event,
+        )
 
     def _submit(
         self,
@@ -75,34 +109,28 @@ class NotebookProcessBackend(ProcessBackend):
         *,
         context: SubmitContext,
     ) -> Future[Any]:
+        # A fan-out (map_index 1, 2, ...) submits one callable many times: it is pickled once
+        # per fan-out. Any other call pickles afresh, so it sees the current globals.
         inner, record_id = unwrap(func)
-        blob = self._func_blob(inner, fresh=not context.map_index)
-        call = CallByValue(blob, cloudpickle.dumps((args, kwargs)), record_id)
-        return super()._submit(call, (), {}, context=context)
-
-    def _func_blob(self, func: Callable[..., Any], fresh: bool) -> bytes:
-        # A fan-out (map_index 1, 2, ...) submits one callable many times: pickle it once per
-        # fan-out and thread. Any other call pickles afresh, so it sees the current globals.
-        memo = self._memo.__dict__
-        if fresh or memo.get("func") is not func:
-            memo["func"], memo["blob"] = func, cloudpickle.dumps(func)
-        return memo["blob"]
+        index = context.map_index
+        name = _daglite.task_name(inner)
+        return self._pool.submit(
+            inner,
+            args,
+            kwargs,
+            name=name if index is None else f"{name}[{index}]",
+            map_index=index,
+            tag=record_id,
+            fresh=not index,
+        )
 
     def _stop(self) -> None:
-        processes = list((getattr(self._executor, "_processes", None) or {}).values())
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        super()._stop()
+        self._pool.stop()
+        self._datasets.close()
 
 
-def _harden_pool(executor: ProcessPoolExecutor) -> None:
-    """Wrap the pool's initializer so that every worker it forks is hardened first."""
-    # The pool forks its workers on the first submit, so the initializer can still be swapped.
-    executor._initializer, executor._initargs = (  # type: ignore[attr-defined]
-        harden_worker,
-        (os.getpid(), executor._initializer, executor._initargs),  # type: ignore[attr-defined]
-    )
+def _ignore_event(event_type: Any, data: dict[str, Any]) -> None:
+    """Events of a backend started outside a session go nowhere."""
 
 
 def _event_loop_running() -> bool:

@@ -20,6 +20,7 @@ class SessionOptions:
     max_threads: int | None = None
     max_processes: int | None = None
     progress: bool = True
+    process_start_method: str | None = None
     dask_address: str | None = None
     dask_workers: int | None = None
     dask_threads: int | None = None
@@ -38,7 +39,14 @@ class SessionOptions:
             value = getattr(options, name)
             if value is not None and (type(value) is not int or value < 1):
                 raise UsageError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("backend", "cache_store", "dataset_store", "dask_address"):
+        strings = (
+            "backend",
+            "cache_store",
+            "dataset_store",
+            "process_start_method",
+            "dask_address",
+        )
+        for name in strings:
             value = getattr(options, name)
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"{name} must be a string, got {value!r}.")
@@ -65,7 +73,14 @@ class SessionOptions:
         return dataclasses.replace(get_global_settings(), **_settings_overrides(self))
 
 
-BACKEND_SETTINGS = ("max_threads", "max_processes", "dask_address", "dask_workers", "dask_threads")
+BACKEND_SETTINGS = (
+    "max_threads",
+    "max_processes",
+    "process_start_method",
+    "dask_address",
+    "dask_workers",
+    "dask_threads",
+)
 """Session options that a backend reads when it starts (and so can change between starts)."""
 
 

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--max-threads", metavar="N", type=_positive_int, help="thread pool size")
     start.add_argument("--max-processes", metavar="N", type=_positive_int, help="process pool size")
     start.add_argument(
+        "--process-start-method",
+        metavar="METHOD",
+        help="process: how workers start (fork, spawn or forkserver; default: daglite's choice)",
+    )
+    start.add_argument(
         "--dask-address",
         metavar="ADDRESS",
         help="dask: connect to this scheduler instead of starting a local cluster",
@@ -90,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--backend", metavar="NAME", help="backend for this call")
     submit.add_argument("call", nargs=argparse.REMAINDER, help="a call, e.g. task_fn(1, y=2)")
+
+    restart = commands.add_parser(
+        "restart", help="stop a backend and start it afresh (pending tasks are cancelled)"
+    )
+    restart.add_argument("name", nargs="?", help="backend name or alias (default: the session's)")
 
     commands.add_parser("panel", help="show the panel: watch the session, switch backends")
     commands.add_parser("status", help="show the session: backend, state, uptime")
@@ -118,7 +128,7 @@ class DagliteMagics(Magics):
             raise UsageError("--backend alone is for the cell magic: %%daglite --backend NAME.")
         if args.command is None:
             raise UsageError(
-                "Name a command: start, use, submit, panel, status, backends or stop; "
+                "Name a command: start, use, submit, restart, panel, status, backends or stop; "
                 "see %daglite --help."
             )
         return getattr(self, f"_{args.command}")(args)
@@ -133,6 +143,7 @@ class DagliteMagics(Magics):
             max_threads=args.max_threads,
             max_processes=args.max_processes,
             progress=args.progress,
+            process_start_method=args.process_start_method,
             dask_address=args.dask_address,
             dask_workers=args.dask_workers,
             dask_threads=args.dask_threads,
@@ -155,6 +166,9 @@ class DagliteMagics(Magics):
             _, backend, source = [*source.split(maxsplit=2), "", ""][:3]
         task, args, kwargs = _evaluate_call(source, self.shell.user_ns)
         return daglite_nb.submit(task, *args, backend=backend or None, **kwargs)
+
+    def _restart(self, args: argparse.Namespace) -> None:
+        print(f"restarted backend: {daglite_nb.restart(args.name)}")
 
     def _panel(self, args: argparse.Namespace) -> Any:
         return daglite_nb.panel()

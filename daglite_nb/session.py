@@ -101,13 +101,14 @@ class NotebookSession:
         )
         self._daglite = self._context.run(self._cm.__enter__)
         self._manager = _daglite.active_manager(self._context)
-        _daglite.route_names(self._manager, _canonical_name)
+        _daglite.route_gets(self._manager, self._get_backend)
         try:
             for entry in registry.entries():
                 self.add_backend(entry.name, entry.backend_class)
         except BaseException:
             self._context.run(self._cm.__exit__, None, None, None)
             raise
+        self._stop_serving_threads = _daglite.serve_threads(self._enter_thread)
 
     # region Backends
 
@@ -177,8 +178,9 @@ class NotebookSession:
     def restart_backend(self, name: str | None = None) -> str:
         """Stop backend *name* (default: the session's) and start it again.
 
-        Its pending tasks are cancelled; the new instance uses the current settings. This is
-        the way out after a process pool broke.
+        Its pending tasks are cancelled; the new instance uses the current settings (a process
+        pool replaces lost workers by itself; a restart applies new settings, or frees a backend
+        whose tasks hang).
         """
         entry = registry.resolve(name or self.backend)
         with self._lock:
@@ -207,6 +209,16 @@ class NotebookSession:
                 return self._context.run(self._manager.get, canonical)
             except Exception as exc:
                 raise UsageError(f"Backend {canonical!r} could not start: {exc}") from None
+
+    def _get_backend(self, get: Callable[[str | None], Backend], name: str | None) -> Backend:
+        """Every backend lookup of the session's manager: by canonical name, while open."""
+        self._require_open()
+        return get(_canonical_name(name) if name else name)
+
+    def _enter_thread(self) -> Any:
+        """Make this session the daglite session of the calling thread; return its manager."""
+        _daglite.apply_session(self._daglite, self._manager)
+        return self._manager
 
     def started_backends(self) -> tuple[str, ...]:
         """Names of the backends this session has started."""
@@ -301,6 +313,7 @@ class NotebookSession:
             if self._closed:
                 return
             self._closed = True
+        self._stop_serving_threads()
         self.tracker.cancel_pending()
         wait(self.tracker.live_futures(), timeout=grace)
         self._context.run(self._cm.__exit__, None, None, None)
@@ -411,12 +424,23 @@ def _teardown_at_exit() -> None:
         session.close(EXIT_GRACE_SECONDS)
 
 
+def _on_exit_now(change: dict[str, Any]) -> None:
+    if change["new"]:
+        _teardown_at_exit()
+
+
 def _install_exit_hook() -> None:
-    # Interpreter exit joins executor threads (running tasks included) *before* `atexit`
-    # handlers run; `threading._register_atexit` runs first, so teardown cannot be held up.
+    # ipykernel's shutdown sets the shell's `exit_now`, then terminates the kernel's child
+    # processes (pool workers included), then exits: the session ends first, so no pool replaces
+    # the workers that are being terminated. Interpreter exit joins executor threads (running
+    # tasks included) *before* `atexit` handlers run; `threading._register_atexit` runs first,
+    # so teardown there (without ipykernel) cannot be held up either.
     global _exit_hook_installed
     if _exit_hook_installed:
         return
+    shell = get_ipython()
+    if shell is not None:
+        shell.observe(_on_exit_now, names="exit_now")
     register = getattr(threading, "_register_atexit", atexit.register)
     register(_teardown_at_exit)
     _exit_hook_installed = True

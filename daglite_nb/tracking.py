@@ -60,6 +60,26 @@ def _shorten(text: str, width: int = CALL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def safe_repr(value: Any, short: reprlib.Repr = _short) -> str:
+    """*value* as *short* writes it, or a placeholder if its `__repr__` raises (anything at all).
+
+    User objects reach the widgets' text from the flusher thread and the end-of-cell hook, where
+    an exception (even `KeyboardInterrupt`) would kill the flusher or fail the next cells.
+    """
+    try:
+        return short.repr(value)
+    except BaseException:
+        return f"<{type(value).__name__} object, repr failed>"
+
+
+def safe_str(value: Any) -> str:
+    """`str(value)`, or a placeholder if its `__str__` raises (see `safe_repr`)."""
+    try:
+        return str(value)
+    except BaseException:
+        return f"<{type(value).__name__} object, str failed>"
+
+
 class _ThisThread(threading.local):
     """What a thread knows about itself (looked up once per thread)."""
 
@@ -202,8 +222,8 @@ class TaskRecord(_Observable):
     def call(self) -> str:
         """The call as text, shortened: `task_fn(1, y=2)`."""
         if self._call is None:
-            parts = [_short.repr(a) for a in self._args or ()]
-            parts += [f"{k}={_short.repr(v)}" for k, v in (self._kwargs or {}).items()]
+            parts = [safe_repr(a) for a in self._args or ()]
+            parts += [f"{k}={safe_repr(v)}" for k, v in (self._kwargs or {}).items()]
             self._call = _shorten(f"{self.name}({', '.join(parts)})")
             self._args = self._kwargs = None  # the call's arguments need not outlive the text
         return self._call
@@ -226,7 +246,8 @@ class Failure(NamedTuple):
         """Format *error* now."""
         if error is None:
             return cls("", "")
-        return cls(f"{type(error).__name__}: {error}", "".join(traceback.format_exception(error)))
+        summary = f"{type(error).__name__}: {safe_str(error)}"
+        return cls(summary, "".join(traceback.format_exception(error)))
 
 
 class TaskGroup(_Observable):

@@ -6,8 +6,10 @@ import ast
 import os
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -27,14 +29,53 @@ register_plugins(SessionEndProbe())
 """A cell that leaves the file `session-ended` behind when daglite's session is exited."""
 
 
-def background_map(settle_seconds: float) -> str:
-    """A cell that maps `nap` over long naps on a thread of its own, so the kernel stays free."""
-    return (
-        "import contextvars, threading\n"
-        "threading.Thread(target=contextvars.copy_context().run,"
-        " args=(map_tasks, nap, [30] * 8), daemon=True).start()\n"
-        f"time.sleep({settle_seconds})"
-    )
+GATE = """
+import os as _os, time as _time
+from daglite import task as _task
+
+def arrive(tag):
+    open(f"arrived-{tag}-{_os.getpid()}-{_time.monotonic_ns()}", "w").close()
+
+def gate():
+    while not _os.path.exists("open"):
+        _time.sleep(0.005)
+
+@_task
+def held(x):
+    arrive("held")
+    gate()
+    return x
+"""
+"""Kernel code for tasks the test holds: `held(x)` marks its start with a file `arrived-held-*`
+in the kernel's working directory, then waits until the test creates the file `open`."""
+
+
+def arrivals(directory: Path, tag: str = "held") -> int:
+    """How many tasks marked their start with `arrive(tag)` (see `GATE`) in *directory*."""
+    return len(list(directory.glob(f"arrived-{tag}-*")))
+
+
+def open_gate(directory: Path) -> None:
+    """Let every task held at `gate()` (see `GATE`) in *directory* go on."""
+    (directory / "open").touch()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """Wait until *condition()* is true and return it; fail after a generous *timeout*."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(0.02)
+    return value
+
+
+BACKGROUND_MAP = (
+    "import contextvars, threading\n"
+    "threading.Thread(target=contextvars.copy_context().run,"
+    " args=(map_tasks, held, range(8)), daemon=True).start()"
+)
+"""A cell that maps `held` (see `GATE`) on a thread of its own, so the kernel stays free."""
 
 
 @dataclass
@@ -123,6 +164,34 @@ class Kernel:
         """Evaluate *expression* in the kernel and return its value (a Python literal)."""
         result = self.ok(f"print(repr({expression}))", timeout)
         return ast.literal_eval(result.stdout.strip().splitlines()[-1])
+
+    def wait_for(self, expression: str, timeout: float = 60.0) -> None:
+        """Wait, in the kernel, until *expression* is true; fail after a generous *timeout*."""
+        self.ok(
+            "import time as _t\n"
+            f"_deadline = _t.monotonic() + {timeout}\n"
+            f"while not ({expression}):\n"
+            f"    assert _t.monotonic() < _deadline, {'timed out waiting for ' + expression!r}\n"
+            "    _t.sleep(0.01)",
+            timeout=timeout + 30,
+        )
+
+    def wait_for_update(
+        self, model_id: str, condition: Callable[[dict[str, Any]], Any], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Read iopub until widget *model_id* got a state update meeting *condition*; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for state in self.updates(model_id):
+                if condition(state):
+                    return state
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no update of widget {model_id} met the condition in time")
+            try:
+                self._log_comm(self.client.get_iopub_msg(timeout=remaining))
+            except queue.Empty:
+                pass
 
     def drain(self, seconds: float) -> None:
         """Read iopub for *seconds*, logging every comm message (widget updates)."""

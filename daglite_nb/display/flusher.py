@@ -75,9 +75,10 @@ class Flusher:
             self.mark(view, self.tick)
 
     def _refresh_one(self, view: View) -> bool:
+        # Nothing a refresh raises may kill the flusher or fail the cell that flushes.
         try:
             return view.refresh()
-        except Exception:
+        except BaseException:
             logger.exception("daglite-nb could not refresh a widget")
             return False
 

@@ -15,6 +15,7 @@ from daglite_nb.tracking import RUNNING
 from daglite_nb.tracking import Failure
 from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import TaskRecord
+from daglite_nb.tracking import safe_repr
 
 STYLE = {
     PENDING: ("○", "#6b7280"),
@@ -76,7 +77,7 @@ def future_live_html(record: TaskRecord, future: Future[Any]) -> str:
 
 def _outcome(record: TaskRecord, future: Future[Any]) -> str:
     if record.state == FINISHED and future.done():
-        value = html.escape(_result_repr.repr(future.result()))
+        value = html.escape(safe_repr(future.result(), _result_repr))
         return f" → <code>{value}</code>"
     if record.state == FAILED and future.done():
         return failure_details(Failure.of(future.exception()))
