@@ -153,16 +153,12 @@ async def wait(
     """Wait for *futures* without holding the kernel: `done, pending = await dnb.wait(futs)`.
 
     Unlike `concurrent.futures.wait`, this lets the kernel handle widget clicks (the panel's
-    buttons, cancel buttons) while the cell waits.
+    buttons, cancel buttons) while the cell waits, and the interrupt button stops the cell
+    at once (its pending tasks are cancelled).
     """
-    import asyncio
+    from daglite_nb.tracking import wait_awake
 
-    futures = list(futures)
-    if not futures:
-        return set(), set()
-    wrapped = {asyncio.wrap_future(future): future for future in futures}
-    done, pending = await asyncio.wait(wrapped, timeout=timeout)
-    return {wrapped[f] for f in done}, {wrapped[f] for f in pending}
+    return await wait_awake(list(futures), timeout)
 
 
 # region Panel

@@ -866,6 +866,37 @@ def _as_record(entry: TaskRecord | tuple[Any, ...]) -> TaskRecord:
 # region Futures
 
 
+WAKE_SECONDS = 0.1
+"""How often a cell that awaits futures wakes its event loop (see `wait_awake`)."""
+
+
+async def wait_awake(
+    futures: list[Future[Any]], timeout: float | None = None
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """`concurrent.futures.wait` for a cell with top-level `await`: `(done, pending)`.
+
+    The event loop wakes every `WAKE_SECONDS` while it waits: ipykernel turns the interrupt
+    of an awaiting cell into a callback that runs only when the loop next wakes up, so with
+    nothing else to wake it the interrupt would take effect only when a future finished.
+    """
+    wrapped = {asyncio.wrap_future(future): future for future in futures}
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    pending = set(wrapped)
+    while pending:
+        step = WAKE_SECONDS if deadline is None else min(WAKE_SECONDS, deadline - loop.time())
+        if step <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=step)
+    return {wrapped[f] for f in wrapped.keys() - pending}, {wrapped[f] for f in pending}
+
+
+async def _result_awake(future: Future[Any]) -> Any:
+    """Await *future*'s result, waking the event loop meanwhile (see `wait_awake`)."""
+    await wait_awake([future])
+    return future.result()
+
+
 def _cancel_backend_future(future: Future[Any]) -> bool:
     """Cancel the backend's *future*; an adopted `LiveFuture` as the plain Future it was."""
     if isinstance(future, LiveFuture):  # its own cancel() comes here through `Tracker.cancel`
@@ -941,7 +972,7 @@ class LiveFuture(Future):
         return self.cancelled() or self.tracker.cancel(self.record)
 
     def __await__(self) -> Any:
-        return asyncio.wrap_future(self).__await__()
+        return _result_awake(self).__await__()
 
     def take(self, state: str, error: BaseException | None, result: Any) -> None:
         """Take the call's outcome (from `Tracker.ended`, once the record is final)."""

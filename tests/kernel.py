@@ -177,9 +177,16 @@ class Kernel:
         )
 
     def wait_for_update(
-        self, model_id: str, condition: Callable[[dict[str, Any]], Any], timeout: float = 60.0
+        self,
+        model_id: str | None,
+        condition: Callable[[dict[str, Any]], Any],
+        timeout: float = 60.0,
     ) -> dict[str, Any]:
-        """Read iopub until widget *model_id* got a state update meeting *condition*; return it."""
+        """Read iopub until widget *model_id* (None: any) got a state update meeting *condition*.
+
+        Returns:
+            The first such update.
+        """
         deadline = time.monotonic() + timeout
         while True:
             for state in self.updates(model_id):
@@ -202,12 +209,14 @@ class Kernel:
             except queue.Empty:
                 break
 
-    def updates(self, model_id: str) -> list[dict[str, Any]]:
-        """The state updates sent so far to the widget *model_id*."""
+    def updates(self, model_id: str | None) -> list[dict[str, Any]]:
+        """The states sent so far to the widget *model_id* (None: to any widget): the one it
+        was opened with, then every update."""
         return [
             m["data"]["state"]
             for m in self.comm_log
-            if m["comm_id"] == model_id and m["data"].get("method") == "update"
+            if model_id in (None, m["comm_id"])
+            and (m["data"].get("method") == "update" or "target_name" in m)
         ]
 
     def _log_comm(self, msg: dict[str, Any]) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import time
+import pytest
 
-TASKS = """
+from kernel import GATE
+from kernel import arrivals
+from kernel import open_gate
+from kernel import wait_until
+
+TASKS = GATE + """
 import time, threading
 import daglite_nb as dnb
 from daglite import task, map_tasks
 
 @task
 def slow(seconds, x):
-    time.sleep(seconds)
+    time.sleep(seconds)  # the task's own work
     return x * x
 
 @task
@@ -33,26 +38,33 @@ def _model_id(output):
 def _html_values(kernel, marker):
     return [
         state["value"]
-        for message in kernel.comm_log
-        if (state := message["data"].get("state", {})).get("value", "").find(marker) >= 0
+        for state in kernel.updates(None)
+        if isinstance(state.get("value"), str) and marker in state["value"]
     ]
 
 
-def test_submitted_task_widget_goes_running_then_finished(kernel):
+def _shows(kernel, *parts):
+    """Wait until some widget shows an HTML value that contains every one of *parts*."""
+    return kernel.wait_for_update(
+        None, lambda u: isinstance(u.get("value"), str) and all(p in u["value"] for p in parts)
+    )["value"]
+
+
+def test_submitted_task_widget_goes_running_then_finished(kernel, tmp_path):
     kernel.ok(TASKS)
     kernel.ok("%daglite start")
-    shown = kernel.ok("fut = %daglite submit slow(0.6, x=7)\nfut")
+    shown = kernel.ok("fut = %daglite submit held(x=7)\nfut")
     bundle = shown.outputs[-1]["data"]
-    assert bundle["text/plain"] == "<LiveFuture slow(0.6, x=7) on thread>"
-    assert bundle["text/html"] == "<code>&lt;LiveFuture slow(0.6, x=7) on thread&gt;</code>"
+    assert bundle["text/plain"] == "<LiveFuture held(x=7) on thread>"
+    assert bundle["text/html"] == "<code>&lt;LiveFuture held(x=7) on thread&gt;</code>"
     assert VIEW in bundle
-    assert kernel.eval("fut.result()") == 49
-    kernel.drain(0.5)
-    values = _html_values(kernel, "daglite-nb-future")
-    assert any("running" in v and "slow(0.6, x=7)" in v for v in values), values
-    assert "finished" in values[-1] and "49" in values[-1] and "ThreadPoolExecutor" in values[-1]
+    wait_until(lambda: arrivals(tmp_path), what="the task to start")
+    _shows(kernel, "daglite-nb-future", "running", "held(x=7)", "ThreadPoolExecutor")
+    open_gate(tmp_path)
+    assert kernel.eval("fut.result()") == 7
+    _shows(kernel, "daglite-nb-future", "finished", "→ <code>7</code>", "ThreadPoolExecutor")
     facts = kernel.eval("(fut.state, fut.task_name, fut.backend, fut.worker[:18])")
-    assert facts == ("finished", "slow", "thread", "ThreadPoolExecutor")
+    assert facts == ("finished", "held", "thread", "ThreadPoolExecutor")
 
 
 def test_failed_task_shows_exception_and_reraises_original_type(kernel):
@@ -61,9 +73,7 @@ def test_failed_task_shows_exception_and_reraises_original_type(kernel):
     kernel.ok("bad = dnb.submit(boom, 'went wrong')\nbad")
     failed = kernel.run("bad.result()")
     assert failed.error["ename"] == "ValueError" and failed.error["evalue"] == "went wrong"
-    kernel.drain(0.5)
-    last = _html_values(kernel, "daglite-nb-future")[-1]
-    assert "failed" in last and "ValueError: went wrong" in last and "Traceback" in last
+    _shows(kernel, "daglite-nb-future", "failed", "ValueError: went wrong", "Traceback")
     # The session and other tasks are unaffected.
     assert kernel.eval("dnb.submit(slow, 0, 3).result()") == 9
 
@@ -79,11 +89,14 @@ def test_user_data_never_reaches_html_unescaped(kernel):
         "    return '<script>result</script>'\n"
         "ok = dnb.submit(evil, '<script>arg</script>')\n"
         "bad = dnb.submit(evil, 'fail')\n"
-        "display(ok, bad, dnb.map(evil, ['<script>m</script>', 'fail']))\n"
+        "group = dnb.map(evil, ['<script>m</script>', 'fail'])\n"
+        "display(ok, bad, group)\n"
         "map_tasks(evil, ['<script>auto</script>'])"
     )
     kernel.run("bad.result()")
-    kernel.drain(0.6)
+    _shows(kernel, "daglite-nb-group", "2/2")
+    _shows(kernel, "daglite-nb-future", "failed", "RuntimeError")
+    _shows(kernel, "daglite-nb-future", "finished", "result")
     html = [o["data"].get("text/html", "") for o in kernel.run("display(ok, bad)").outputs]
     html += [m["data"].get("state", {}).get("value", "") for m in kernel.comm_log]
     joined = "\n".join(str(h) for h in html)
@@ -102,17 +115,17 @@ def test_ten_thousand_task_map_sends_a_bounded_number_of_messages(kernel):
         "elapsed = time.perf_counter() - t0",
         timeout=120,
     )
-    kernel.drain(1.0)
     progress = [o for o in result.outputs if VIEW in o.get("data", {})]
     assert len(progress) == 1, "one progress widget for the whole fan-out"
     assert progress[0]["data"]["text/plain"] == "<map_tasks noop on thread>"
-    updates = kernel.updates(_model_id(progress[0]))
-    assert "<b>10000/10000</b> done" in updates[-1]["value"]
-    assert "0 failed" in updates[-1]["value"] and "0 cancelled" in updates[-1]["value"]
-    # Documented bound (docs/live-futures.md): at most 10 per second of run time, plus
-    # the final refresh and the clock ticks of the drain window.
+    model = _model_id(progress[0])
+    final = kernel.wait_for_update(model, lambda u: "<b>10000/10000</b> done" in u["value"])
+    assert "0 failed" in final["value"] and "0 cancelled" in final["value"]
+    # Documented bound (docs/live-futures.md): at most 10 per second of run time, plus the
+    # first and the final refresh.
+    updates = kernel.updates(model)
     elapsed = kernel.eval("elapsed")
-    assert len(updates) <= 10 * (elapsed + 1.0) + 3, (len(updates), elapsed)
+    assert len(updates) <= 10 * elapsed + 2, (len(updates), elapsed)
     counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
     assert (
         counts["finished"] == 10_000 and counts.get("pending", 0) == counts.get("running", 0) == 0
@@ -136,59 +149,76 @@ def test_eight_threads_submitting_at_once_lose_no_update(kernel):
     assert kernel.eval("[g.group.done for g in groups]") == [250] * 8
     counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
     assert counts["finished"] == 2000 and counts.get("pending", 0) == counts.get("running", 0) == 0
-    kernel.drain(0.5)
-    assert "<b>250/250</b> done" in _html_values(kernel, "daglite-nb-group")[-1]
+    _shows(kernel, "daglite-nb-group", "<b>250/250</b> done")
 
 
-def test_interrupt_cancels_the_cells_pending_futures(kernel):
+def test_interrupt_cancels_the_cells_pending_futures(kernel, tmp_path):
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 2")
-    msg_id = kernel.run("group = dnb.map(slow, [0.5] * 20, range(20))\ngroup.results()", wait=False)
-    time.sleep(1.2)
+    msg_id = kernel.run("group = dnb.map(held, range(20))\ngroup.results()", wait=False)
+    wait_until(lambda: arrivals(tmp_path) == 2, what="both threads to start a task")
     kernel.manager.interrupt_kernel()
-    assert kernel.collect(msg_id, timeout=15).error["ename"] == "KeyboardInterrupt"
+    assert kernel.collect(msg_id, timeout=60).error["ename"] == "KeyboardInterrupt"
     states = kernel.eval("[f.state for f in group]")
-    assert states.count("cancelled") >= 12, states
+    assert states == ["running"] * 2 + ["cancelled"] * 18, states
+    open_gate(tmp_path)
     kernel.ok("display(group)")
-    kernel.drain(1.5)
-    last = _html_values(kernel, "daglite-nb-group")[-1]
-    assert f"{states.count('cancelled')} cancelled" in last
+    _shows(kernel, "daglite-nb-group", "<b>20/20</b> done", "18 cancelled")
     assert kernel.eval("dnb.submit(slow, 0, 5).result()") == 25
 
 
-def test_interrupting_a_map_tasks_cell_cancels_its_pending_calls(kernel):
+def test_interrupting_a_map_tasks_cell_cancels_its_pending_calls(kernel, tmp_path):
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 2")
-    msg_id = kernel.run("map_tasks(slow, [0.5] * 20, range(20))", wait=False)
-    time.sleep(1.2)
+    msg_id = kernel.run("map_tasks(held, range(20))", wait=False)
+    wait_until(lambda: arrivals(tmp_path) == 2, what="both threads to start a task")
     kernel.manager.interrupt_kernel()
-    result = kernel.collect(msg_id, timeout=15)
+    result = kernel.collect(msg_id, timeout=60)
     assert result.error["ename"] == "KeyboardInterrupt"
-    kernel.drain(1.5)  # the calls that ran end, and the bar gets its final state
+    open_gate(tmp_path)
+    kernel.wait_for("not dnb.session.current().tracker.busy")
     counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
-    assert counts["cancelled"] >= 12 and counts["cancelled"] + counts["finished"] == 20, counts
+    assert (counts["cancelled"], counts["finished"]) == (18, 2), counts
     progress = [o for o in result.outputs if VIEW in o.get("data", {})]
-    last = kernel.updates(_model_id(progress[0]))[-1]["value"]
-    assert f"{counts['cancelled']} cancelled" in last and "<b>20/20</b> done" in last
+    model = _model_id(progress[0])
+    kernel.wait_for_update(model, lambda u: "18 cancelled" in u["value"] and "20/20" in u["value"])
     assert kernel.eval("map_tasks(slow, [0] * 3, range(3))") == [0, 1, 4]
 
 
-def test_cancel_button_cancels_a_pending_task(kernel):
+@pytest.mark.parametrize(
+    "waiting",
+    ["done, pending = await dnb.wait(group)", "for future in group:\n    await future"],
+)
+def test_interrupting_an_awaiting_cell_cancels_its_pending_calls(kernel, tmp_path, waiting):
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start --max-threads 2")
+    msg_id = kernel.run(f"group = dnb.map(held, range(40))\n{waiting}", wait=False)
+    wait_until(lambda: arrivals(tmp_path) == 2, what="both threads to start a task")
+    kernel.manager.interrupt_kernel()
+    assert kernel.collect(msg_id, timeout=60).error["ename"] == "CancelledError"
+    assert kernel.eval("[f.state for f in group].count('cancelled')") == 38
+    open_gate(tmp_path)
+    kernel.wait_for("all(f.done() for f in group)")
+    assert kernel.eval("[f.result() for f in group[:2]]") == [0, 1]
+    assert arrivals(tmp_path) == 2
+
+
+def test_cancel_button_cancels_a_pending_task(kernel, tmp_path):
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 1")
     kernel.ok(
         "from daglite_nb.display.widgets import FutureView\n"
-        "blocker = dnb.submit(slow, 1.5, 0)\n"
+        "blocker = dnb.submit(held, 0)\n"
         "waiting = dnb.submit(slow, 0, 1)\n"
         "view = FutureView(waiting)\n"
         "display(view.widget)"
     )
     button = kernel.eval("view.cancel.model_id")
     kernel.send_comm(button, {"method": "custom", "content": {"event": "click"}})
-    assert kernel.eval("(time.sleep(0.3), waiting.state)[1]") == "cancelled"
+    kernel.wait_for("waiting.state == 'cancelled'")
+    open_gate(tmp_path)
     assert kernel.eval("waiting.cancelled() and blocker.result() == 0")
-    kernel.drain(0.5)
-    assert "cancelled" in _html_values(kernel, "daglite-nb-future")[-1]
+    _shows(kernel, "daglite-nb-future", "cancelled", "slow(0, 1)")
 
 
 def test_no_progress_option_turns_the_automatic_bar_off(kernel):

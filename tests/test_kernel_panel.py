@@ -165,3 +165,28 @@ def test_late_registration_and_mistakes_show_in_the_panel(kernel):
     no_session = "No daglite session is open"
     kernel.wait_for_update(ids["error"], lambda u: no_session in u.get("value", ""))
     assert kernel.eval("panel.table.value") == '<i style="color:#6b7280">no tasks yet</i>'
+
+
+def test_objects_whose_repr_or_str_raises_break_no_later_cell(kernel):
+    _, ids = _open_panel(kernel)
+    kernel.ok(
+        "class Nasty:\n"
+        "    def __repr__(self):\n"
+        "        raise KeyboardInterrupt\n"
+        "class Worse(Exception):\n"
+        "    def __str__(self):\n"
+        "        raise KeyboardInterrupt\n"
+        "@task\ndef echo(x):\n    return x\n"
+        "@task\ndef fail(x):\n    raise Worse()\n"
+    )
+    kernel.ok(
+        "futures = [dnb.submit(echo, Nasty()), dnb.submit(fail, Nasty())]\n"
+        "display(*futures)\n"
+        "out = map_tasks(echo, [Nasty()] * 3)"
+    )
+    later = [kernel.run(f"x = {i}") for i in range(15)]
+    assert all(cell.ok for cell in later), [cell.text for cell in later if not cell.ok]
+    placeholder = "echo(&lt;Nasty object, repr failed&gt;)"
+    kernel.wait_for_update(ids["table"], lambda u: placeholder in u.get("value", ""))
+    assert kernel.eval("futures[1].state") == "failed"
+    assert kernel.eval("len(out)") == 3

@@ -96,5 +96,42 @@ def test_widget_callback_sees_the_session(kernel):
     )
     model_id = result.outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
     kernel.send_comm(model_id, {"method": "custom", "content": {"event": "click"}})
-    names = kernel.eval("(__import__('time').sleep(0.5), seen)[1]")
-    assert len(names) == 2 and all(n.startswith("ThreadPoolExecutor") for n, _ in names), names
+    kernel.wait_for("len(seen) == 2")
+    names = kernel.eval("seen")
+    assert all(n.startswith("ThreadPoolExecutor") for n, _ in names), names
+
+
+def test_map_tasks_in_a_thread_a_cell_started_uses_the_session(kernel):
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start --backend process --max-processes 2")
+    kernel.ok(
+        "import threading, daglite_nb as dnb\n"
+        "found = []\n"
+        "thread = threading.Thread(target=lambda: found.extend(map_tasks(where, range(4))))\n"
+        "thread.start(); thread.join()"
+    )
+    pids = {pid for _, pid in kernel.eval("found")}
+    assert len(pids) == 4 // 2 and kernel.pid not in pids, "ran on the process pool"
+    assert kernel.eval("dnb.session.current().tracker.counts['finished']") == 4
+    # A thread that outlives the session gets a clear error, not a silent inline run.
+    kernel.ok(
+        "import queue\n"
+        "asks, answers = queue.Queue(), queue.Queue()\n"
+        "def serve():\n"
+        "    while asks.get():\n"
+        "        try:\n"
+        "            answers.put(map_tasks(where, range(2)))\n"
+        "        except Exception as exc:\n"
+        "            answers.put(exc)\n"
+        "threading.Thread(target=serve, daemon=True).start()\n"
+        "asks.put(True); first = answers.get(timeout=60)"
+    )
+    assert kernel.eval("len(first)") == 2
+    kernel.ok("%daglite stop")
+    kernel.ok("asks.put(True); late = answers.get(timeout=60)")
+    assert kernel.eval("type(late).__name__") == "UsageError"
+    assert "session is stopped" in kernel.eval("str(late)")
+    # With no session open, daglite's own default applies again (inline, in that thread).
+    kernel.ok("thread = threading.Thread(target=lambda: found.extend(map_tasks(where, [9])))")
+    kernel.ok("thread.start(); thread.join()")
+    assert kernel.eval("found[-1][1]") == kernel.pid
