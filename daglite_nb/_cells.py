@@ -42,7 +42,7 @@ def post_run_cell(result: Any) -> None:
     if current is not None:
         if isinstance(result.error_in_exec, (KeyboardInterrupt, asyncio.CancelledError)):
             current.cancel_cell()
-        current.tracker.apply()
+        current.cell_ended()
     flusher = sys.modules.get("daglite_nb.display.flusher")
     if flusher is not None:
         flusher.flush_pending()

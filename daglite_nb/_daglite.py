@@ -6,6 +6,7 @@ daglite 0.9 is a pre-release; when its private names move, this module is the on
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from daglite.composers import _make_backend_callable
 from daglite.datasets.reporters import ProcessDatasetReporter
 from daglite.plugins.reporters import EventReporter
 from daglite.settings import DagliteSettings
+from daglite.workflows import BaseWorkflow
 
 __all__ = ["BackendContext", "SubmitContext"]  # daglite's, re-exported here
 
@@ -83,6 +85,16 @@ class _SessionForThreads:
         """Nothing: the notebook session stops its backends itself (daglite calls this atexit)."""
 
 
+def forget_kernel_session() -> None:
+    """In a process forked from the kernel, drop the kernel's daglite session.
+
+    The fork copied it: the forking thread's context, and the stand-in global manager.
+    """
+    apply_session(None, None)
+    if isinstance(BackendManager._global, _SessionForThreads):
+        BackendManager._global = None
+
+
 def serve_threads(enter: Callable[[], BackendManager]) -> Callable[[], None]:
     """Have threads without a daglite session enter the notebook's (*enter*) at a backend lookup.
 
@@ -107,6 +119,39 @@ event_reporter = resolve_event_reporter
 
 active_session: Callable[[], SessionContext | None] = SessionContext.__var__.get
 """Return the active daglite session of the current context."""
+
+
+def backend_types(manager: BackendManager) -> dict[str, type[Backend]]:
+    """The name -> backend class table of *manager* (daglite's, and what `register` added)."""
+    return dict(manager._backend_types)
+
+
+def set_default_backend(session: SessionContext, name: str) -> None:
+    """Make *name* the default backend of daglite's *session* (later lookups without a name)."""
+    session.backend = name
+
+
+def set_settings(session: SessionContext, settings: DagliteSettings) -> None:
+    """Give daglite's *session* new settings (backends started from now on read them)."""
+    session.settings = settings
+
+
+def sync_plugins(session: SessionContext) -> bool:
+    """Add to *session* the global plugins registered after it opened; return if any were.
+
+    daglite copies the global plugins into a session when it opens. Event handlers of the new
+    plugins are registered with the session's event registry, as daglite does at the start.
+    """
+    from daglite.plugins.base import isinstance_event_handler_plugin
+    from daglite.plugins.manager import _get_global_plugin_manager
+
+    manager = session.plugin_manager
+    added = [p for p in _get_global_plugin_manager().get_plugins() if not manager.is_registered(p)]
+    for plugin in added:
+        manager.register(plugin)
+        if isinstance_event_handler_plugin(plugin) and session.event_processor is not None:
+            plugin.register_event_handlers(session.event_processor._registry)
+    return bool(added)
 
 
 def started_backend(manager: BackendManager, name: str) -> Backend | None:
@@ -135,10 +180,33 @@ def map_index_var() -> contextvars.ContextVar[SubmitContext | None]:
 
 
 def task_name(func: Callable[..., Any]) -> str:
-    """Return the task name behind *func* (a daglite task, a map wrapper or a plain callable)."""
+    """Return the task name behind *func* (a daglite task, a map wrapper or a plain callable).
+
+    A name template (`@task(name="load-{x}")`) names each call differently: the task is then
+    known by its function's name (daglite resolves each call's own name when it runs).
+    """
     func = getattr(func, "_task", func)  # daglite's async and generator map wrappers
     name = getattr(func, "name", None) or getattr(func, "__name__", None)
+    if isinstance(name, str) and "{" in name:
+        name = getattr(getattr(func, "func", None), "__name__", name)
     return name if isinstance(name, str) else type(func).__name__
+
+
+def running_workflow() -> str | None:
+    """The name of the daglite workflow whose call is on this thread's stack, if any.
+
+    daglite's session hooks do not say which workflow opened the session: its `__call__`
+    frame does.
+    """
+    frame = sys._getframe(1)
+    for _ in range(32):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, BaseWorkflow):
+            return owner.name
+        frame = frame.f_back
+    return None
 
 
 def backend_callable(func: Callable[..., Any], verb: str) -> Callable[..., Any]:

@@ -26,8 +26,8 @@ from daglite.backends.local import ThreadBackend
 from daglite_nb import _daglite
 from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
+from daglite_nb._events import unwrap
 from daglite_nb._pool import WorkerPool
-from daglite_nb._worker import unwrap
 
 
 class NotebookInlineBackend(InlineBackend):
@@ -92,14 +92,19 @@ class NotebookProcessBackend(Backend):
             else _daglite.default_process_context()
         )
         self._datasets = _daglite.DatasetQueue(session, mp_context)
+        self._context = context
         reporter = session.event_reporter if session is not None else None
         self._pool = WorkerPool(
             mp_context,
             _daglite.backend_settings(self).max_parallel_processes,
-            setup=_daglite.enter_worker_context,
-            setup_args=(context.to_dict(), self._datasets.queue),
+            context.to_dict(),
+            self._datasets.queue,
             on_event=reporter.report if reporter is not None else _ignore_event,
         )
+
+    def refresh_context(self) -> None:
+        """Send the workers daglite's context anew (the session gained plugins)."""
+        self._pool.set_daglite_context(self._context.to_dict())
 
     def _submit(
         self,

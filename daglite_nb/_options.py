@@ -20,6 +20,7 @@ class SessionOptions:
     max_threads: int | None = None
     max_processes: int | None = None
     progress: bool = True
+    plugins: tuple[Any, ...] = ()
     process_start_method: str | None = None
     dask_address: str | None = None
     dask_workers: int | None = None
@@ -34,6 +35,14 @@ class SessionOptions:
             raise UsageError(
                 f"Unknown session option {unknown[0]!r}; valid options: {', '.join(valid)}."
             )
+        plugins = kwargs.get("plugins")
+        if plugins is not None:
+            if not isinstance(plugins, (list, tuple)) or any(isinstance(p, type) for p in plugins):
+                raise UsageError(
+                    "plugins must be a list of daglite plugin instances (not classes), "
+                    f"got {plugins!r}."
+                )
+            kwargs["plugins"] = tuple(plugins)
         options = cls(**{k: v for k, v in kwargs.items() if v is not None})
         for name in ("max_threads", "max_processes", "dask_workers", "dask_threads"):
             value = getattr(options, name)

@@ -109,6 +109,7 @@ class _Worker:
         self.calls: dict[int, _Call] = {}
         """The calls sent to it that have not ended, in the order it runs them."""
         self.functions = _worker.FunctionCache()
+        self.context_version = 0
 
 
 class WorkerPool:
@@ -117,9 +118,9 @@ class WorkerPool:
     Args:
         context: The multiprocessing context that starts workers (fork, spawn or forkserver).
         size: How many workers run at once.
-        setup: Called once in each worker with an event reporter and *setup_args*, before any
-            call (it enters daglite's worker context); it must be importable.
-        setup_args: The arguments of *setup*; they must be picklable for *context*.
+        daglite_context: daglite's serialized backend context, which every worker enters
+            (the session's plugins and stores; see `set_daglite_context`).
+        dataset_queue: The queue through which workers hand dataset saves to the session.
         on_event: Called on the dispatcher thread with each daglite event a task reports.
     """
 
@@ -127,13 +128,15 @@ class WorkerPool:
         self,
         context: Any,
         size: int,
-        setup: Callable[..., None],
-        setup_args: tuple[Any, ...],
-        on_event: Callable[[Any, dict[str, Any]], None],
+        daglite_context: dict[str, Any],
+        dataset_queue: Any,
+        on_event: Callable[[Any, Any], None],
     ) -> None:
         self._context = context
         self._size = size
-        self._setup = (setup, setup_args)
+        self._daglite_context = daglite_context
+        self._dataset_queue = dataset_queue
+        self._context_version = 0
         self._on_event = on_event
         self._waiting: deque[_Call] = deque()
         self._forgotten: deque[PoolFuture] = deque()
@@ -191,6 +194,11 @@ class WorkerPool:
         self._waiting.append(_Call(future, name, function, tag, map_index, args, kwargs))
         self._wake()
         return future
+
+    def set_daglite_context(self, daglite_context: dict[str, Any]) -> None:
+        """Have every worker enter *daglite_context* before its next call (new plugins)."""
+        self._daglite_context = daglite_context
+        self._context_version += 1
 
     def forget(self, future: PoolFuture) -> None:
         """Drop the cancelled call of *future* (from `PoolFuture.cancel`)."""
@@ -281,6 +289,9 @@ class WorkerPool:
         arguments, calls = _pickle_arguments(calls)
         if not calls:
             return
+        if worker.context_version != self._context_version:
+            worker.context_version = self._context_version
+            _send(worker, ("context", self._daglite_context))
         function = calls[0].function
         blob = None if worker.functions.remember(function.id) else function.blob
         header = [(call.id, call.tag, call.map_index) for call in calls]
@@ -373,11 +384,15 @@ class WorkerPool:
     def _spawn(self) -> None:
         here, there = self._context.Pipe()
         process = self._context.Process(
-            target=_worker.serve, args=(there, *self._setup), name="daglite-nb-worker"
+            target=_worker.serve,
+            args=(there, self._daglite_context, self._dataset_queue),
+            name="daglite-nb-worker",
         )
         process.start()
         there.close()  # the worker's end lives in the worker only
-        self._workers.append(_Worker(process, here))
+        worker = _Worker(process, here)
+        worker.context_version = self._context_version
+        self._workers.append(worker)
 
 
 # region Helpers

@@ -1,4 +1,4 @@
-"""Code that runs on workers: the process pool's worker loop, and start reports.
+"""Code that runs on process pool workers: the worker loop, and errors sent across.
 
 A pool worker (see `daglite_nb._pool`) ignores SIGINT (the kernel's interrupt reaches the whole
 process group; the kernel cancels pending calls instead), exits as soon as the kernel that owns
@@ -14,7 +14,6 @@ import os
 import pickle
 import signal
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -23,10 +22,7 @@ import cloudpickle
 from daglite.plugins.reporters import EventReporter
 
 from daglite_nb import _daglite
-from daglite_nb.tracking import FanOut
-from daglite_nb.tracking import TaskRecord
-from daglite_nb.tracking import Tracker
-from daglite_nb.tracking import thread_name
+from daglite_nb._events import run_as
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +33,20 @@ PARENT_POLL_SECONDS = 0.5
 # region Pool worker
 
 
-def serve(conn: Any, setup: Callable[..., None], setup_args: tuple[Any, ...]) -> None:
+def serve(conn: Any, daglite_context: dict[str, Any], dataset_queue: Any) -> None:
     """Run a pool worker until the kernel says stop or goes away.
 
     Args:
         conn: The worker's end of its pipe to the kernel.
-        setup: Enters daglite's worker context, given this worker's event reporter and
-            *setup_args*.
-        setup_args: The rest of *setup*'s arguments.
+        daglite_context: daglite's serialized backend context, entered for the worker's life
+            (again when the kernel sends a new one).
+        dataset_queue: Where dataset saves go to the session.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     channel = Channel(conn)
-    setup(PipeReporter(channel), *setup_args)
+    reporter = PipeReporter(channel)
+    _daglite.enter_worker_context(reporter, daglite_context, dataset_queue)
     channel.send(("ready",))
     functions = FunctionCache()
     cancelled: set[int] = set()
@@ -62,6 +59,9 @@ def serve(conn: Any, setup: Callable[..., None], setup_args: tuple[Any, ...]) ->
             return
         if message[0] == "cancel":
             cancelled.add(message[1])
+            continue
+        if message[0] == "context":
+            _daglite.enter_worker_context(reporter, message[1], dataset_queue)
             continue
         _, function_id, blob, header, arguments = message
         if blob is None:
@@ -108,11 +108,10 @@ def run_call(
 ) -> Any:
     """Run one call as daglite's process backend does (map index in `SubmitContext`).
 
-    *tag* is the tracked call's record id, whose start is reported first (`report_start`).
+    *tag* is the id of the kernel's `Call` (see `daglite_nb._events.current_call`).
     """
     with _daglite.SubmitContext(map_index=map_index):
-        report_start(tag)
-        return func(*args, **kwargs)
+        return run_as(tag, func, *args, **kwargs)
 
 
 def _exit_with_parent() -> None:
@@ -284,67 +283,3 @@ def _safe_str(value: object) -> str:
         return str(value)
     except Exception:
         return f"<{type(value).__name__}>"
-
-
-# region Start reports
-
-TASK_STARTED = "daglite_nb.task_started"
-"""Event type a worker reports through daglite's event reporter when a tracked call starts."""
-
-
-class TrackedCall:
-    """A call, sent to run elsewhere, that reports its start there as the tracked call *record_id*.
-
-    (Backends that run calls in the kernel's own process run the `TaskRecord` itself.)
-    """
-
-    __slots__ = ("func", "record_id")
-
-    def __init__(self, func: Callable[..., Any], record_id: int) -> None:
-        self.func = func
-        self.record_id = record_id
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        report_start(self.record_id)
-        return self.func(*args, **kwargs)
-
-
-def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
-    """Split a tracked call (`TrackedCall`, `TaskRecord`, `FanOut`) into what it runs and its id.
-
-    A fan-out has no id: its calls run in this process and report their start themselves.
-    """
-    if isinstance(func, TrackedCall):
-        return func.func, func.record_id
-    if isinstance(func, TaskRecord):
-        return func.func, func.id  # type: ignore[return-value]
-    if isinstance(func, FanOut):
-        return func.func, None
-    return func, None
-
-
-def report_start(record_id: int | None) -> None:
-    """Report, from the worker, that the tracked call *record_id* starts now.
-
-    The report goes through the daglite event reporter of the context the call runs in (a pool
-    worker's pipe, a Dask event topic) to the kernel's `StartReports` handler.
-    """
-    reporter = _daglite.event_reporter() if record_id is not None else None
-    if reporter is not None:
-        report = {"id": record_id, "thread": thread_name(), "pid": os.getpid(), "at": time.time()}
-        reporter.report(TASK_STARTED, report)
-
-
-class StartReports:
-    """daglite plugin that hands the workers' start reports (`report_start`) to the tracker.
-
-    It only registers an event handler on the kernel's side: daglite ships to workers only
-    plugins that have a config, and this one has none.
-    """
-
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
-
-    def register_event_handlers(self, registry: Any) -> None:
-        """Register the tracker's handler for start reports (called by daglite)."""
-        registry.register(TASK_STARTED, self._tracker.on_started)

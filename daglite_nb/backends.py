@@ -1,16 +1,19 @@
 """The backend registry: every usable backend name, its aliases and where it comes from.
 
-Three origins, in order of precedence for a name: backends registered with
-`register_backend`, the entry-point group `daglite.backends`, and daglite's built-ins (served
-by their notebook-safe subclasses from `daglite_nb._local`).
+Four origins, in order of precedence for a name: backends registered with `register_backend`
+(or, found by the session, with daglite's own `BackendManager.register`), the entry-point group
+`daglite.backends`, and daglite's built-ins (served by their notebook-safe subclasses from
+`daglite_nb._local`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -19,13 +22,16 @@ from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
 from daglite_nb._daglite import SubmitContext
+from daglite_nb._events import Carrier
+from daglite_nb._events import current_call
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
-from daglite_nb._worker import TrackedCall
+from daglite_nb._text import Failure
 from daglite_nb.tracking import FAILED
+from daglite_nb.tracking import Call
+from daglite_nb.tracking import Group
 from daglite_nb.tracking import LiveFuture
-from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import Tracker
 
 ENTRY_POINT_GROUP = "daglite.backends"
@@ -45,7 +51,8 @@ class BackendEntry:
         name: Canonical name.
         backend_class: The `daglite.backends.Backend` subclass that serves it.
         aliases: Other names that select the same backend.
-        origin: `"daglite"`, `"entry point <value>"` or `"register_backend"`.
+        origin: `"daglite"`, `"entry point <value>"`, `"register_backend"` or
+            `"BackendManager.register"`.
     """
 
     name: str
@@ -69,7 +76,13 @@ class BackendRegistry:
         self._unavailable: dict[str, str] = {}
         self._by_name: dict[str, BackendEntry] | None = None
 
-    def register(self, name: str, backend_class: type, aliases: tuple[str, ...] = ()) -> None:
+    def register(
+        self,
+        name: str,
+        backend_class: type,
+        aliases: tuple[str, ...] = (),
+        origin: str = "register_backend",
+    ) -> None:
         """Register *backend_class* under *name* (and *aliases*), replacing any earlier entry."""
         if not isinstance(name, str) or not name.isidentifier():
             raise UsageError(
@@ -81,7 +94,7 @@ class BackendRegistry:
                 f"got {backend_class!r}."
             )
         with self._lock:
-            self._registered[name] = BackendEntry(name, backend_class, tuple(aliases))
+            self._registered[name] = BackendEntry(name, backend_class, tuple(aliases), origin)
             self._by_name = None
 
     def entries(self) -> list[BackendEntry]:
@@ -92,6 +105,14 @@ class BackendRegistry:
             (entry for name, entry in merged.items() if taken.get(name, name) == name),
             key=lambda entry: entry.name,
         )
+
+    def knows(self, name: str) -> bool:
+        """Whether *name* selects a usable backend."""
+        try:
+            self.resolve(name)
+        except UsageError:
+            return False
+        return True
 
     def resolve(self, name: str) -> BackendEntry:
         """Return the entry that *name* (canonical or alias) selects.
@@ -152,13 +173,14 @@ registry = BackendRegistry()
 
 
 class _Tracked:
-    """Mixin that records every call a backend runs.
+    """Mixin that makes every call a backend runs a call of the session's tracker.
 
-    Backends whose `runs_here` is true run calls in this process: they get the call's
-    `TaskRecord` to run, which stamps the start and the end on itself from the worker thread,
-    or, for daglite's `map_tasks`, the call's `FanOut`, which does the same in its columns.
-    Other backends get a `TrackedCall`, which reports the start through daglite's event
-    reporter wherever it runs; their Futures tell the end.
+    Each call becomes a pending `Call` when it is submitted and travels as a `Carrier`, which
+    tells daglite's hooks (see `daglite_nb._events`) which call starts and ends where it runs.
+    Backends whose `runs_here` is true run calls in this process, and the hooks end the calls;
+    others tell the end through their Futures too (a worker that died, a call never sent).
+    Backends that users write get the session's context in the carrier: their executors need
+    not carry daglite's context.
     """
 
     _tracker: Tracker
@@ -166,6 +188,7 @@ class _Tracked:
     """The backend's own `_submit` (looked up once, not through `super()` on every call)."""
     _named: tuple[Any, str] = (None, "")
     runs_here: bool
+    carries_context: bool
 
     def _submit(
         self,
@@ -174,49 +197,44 @@ class _Tracked:
         kwargs: dict[str, Any],
         *,
         context: SubmitContext,
-        group: TaskGroup | None = None,
+        group: Group | None = None,
         direct: bool = False,
+        text: str | None = None,
     ) -> Future[Any]:
-        """Record and run a call (daglite's `map_tasks` and `Backend.submit` come here).
+        """Track and run a call (daglite's `map_tasks` and `Backend.submit` come here).
 
         daglite-nb's own calls (*direct*, from `submit_direct`) return a `LiveFuture`; the
         others keep the backend's Future (daglite's `map_tasks` never shows its futures).
         """
         tracker = self._tracker
-        here = self.runs_here
+        parent = current_call.get()
         index = context.map_index
-        if here and index is not None and not direct:  # daglite's map_tasks
-            fan_out = (
-                tracker.open_fan_out(self._task_name(func), self.name, func, args, kwargs)
-                if index == 0
-                else tracker.fan_out_call(func, args, kwargs, index)
-            )
-            if fan_out is not None:  # the fan-out runs the call and records it
-                try:
-                    inner = self._backend_submit(fan_out, args, kwargs, context=context)
-                except BaseException as exc:
-                    fan_out.abort(index, FAILED, exc)
-                    raise
-                fan_out.futures[index] = inner
-                return inner
         name = self._task_name(func)
-        record = tracker.new_record(name, args, kwargs, self.name, index, group, direct)
+        call = tracker.submitted(
+            name,
+            self.name,
+            parent if isinstance(parent, Call) else None,
+            index,
+            func,
+            group,
+            text,
+        )
+        carried = contextvars.copy_context() if self.carries_context else None
+        carrier = Carrier(func, call, tracker, direct, carried)
         live = None
-        call: Callable[..., Any]
-        if here:
-            record.func, record.tracker = func, tracker
-            call = record
-        else:
-            call = TrackedCall(func, record.id)
-            live = record.live_future = LiveFuture(record, tracker) if direct else None
+        if direct and not self.runs_here:
+            live = call.live_future = LiveFuture(call, tracker)
         try:
-            inner = self._backend_submit(call, args, kwargs, context=context)
+            inner = self._backend_submit(carrier, args, kwargs, context=context)
         except BaseException as exc:
-            tracker.ended(record, FAILED, exc)
+            tracker.ended(call, FAILED, failure=Failure.of(exc))
             raise
-        tracker.track(inner, record, ends_here=here)
-        if here and direct:
-            return LiveFuture.adopt(inner, record, tracker)
+        if call.ended is None:
+            call.future = inner
+        if not self.runs_here:
+            inner.add_done_callback(partial(tracker.settle, call))
+        if direct and self.runs_here:
+            return LiveFuture.adopt(inner, call, tracker)
         return live or inner
 
     def _task_name(self, func: Callable[..., Any]) -> str:
@@ -231,24 +249,36 @@ class _Tracked:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         map_index: int | None = None,
-        group: TaskGroup | None = None,
-    ) -> LiveFuture:
+        group: Group | None = None,
+        text: str | None = None,
+    ) -> LiveFuture[Any]:
         """Run daglite-nb's own call (`dnb.submit`, or item *map_index* of *group* for `dnb.map`).
 
         Returns:
             Its `LiveFuture`; if the task fails, it raises the task's own exception.
         """
         context = SubmitContext(map_index=map_index)
-        future = self._submit(func, args, kwargs, context=context, group=group, direct=True)
+        future = self._submit(
+            func, args, kwargs, context=context, group=group, direct=True, text=text
+        )
         return future  # type: ignore[return-value]
 
 
+def is_tracked(backend_class: type) -> bool:
+    """Whether *backend_class* is one that `tracked_backend` made."""
+    return issubclass(backend_class, _Tracked)
+
+
 def tracked_backend(backend_class: type[Backend], tracker: Tracker, name: str) -> type[Backend]:
-    """Return a subclass of *backend_class*, known as *name*, whose calls *tracker* records."""
+    """Return a subclass of *backend_class*, known as *name*, whose calls *tracker* tracks."""
+    ours = backend_class in _NOTEBOOK_SAFE.values() or backend_class.__module__.startswith(
+        "daglite_nb."
+    )
     namespace = {
         "_tracker": tracker,
         "name": name,
         "runs_here": getattr(backend_class, "runs_here", False),
+        "carries_context": not ours,
         "_backend_submit": backend_class._submit,
         "__module__": backend_class.__module__,
     }

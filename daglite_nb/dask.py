@@ -50,10 +50,9 @@ from daglite.plugins.reporters import EventReporter
 from daglite_nb import _daglite
 from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
+from daglite_nb._events import run_as
+from daglite_nb._events import unwrap
 from daglite_nb._worker import PARENT_POLL_SECONDS
-from daglite_nb._worker import TASK_STARTED
-from daglite_nb._worker import report_start
-from daglite_nb._worker import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -512,8 +511,7 @@ class _DaskCall:
         worker = get_worker()
         context = _worker_context(self.setup, worker, worker.get_current_task())
         with context, SubmitContext(map_index=self.map_index):
-            report_start(self.record_id)
-            return self.func(*self.args, **self.kwargs)
+            return run_as(self.record_id, self.func, *self.args, **self.kwargs)
 
 
 _contexts: dict[str, BackendContext] = {}
@@ -546,9 +544,7 @@ class _TopicReporter(EventReporter):
         return False
 
     def report(self, event_type: Any, event_data: dict[str, Any]) -> None:
-        """Send one event; "task started" events carry the Dask worker's name."""
-        if event_type == TASK_STARTED:
-            event_data = {**event_data, "worker": str(self._worker.name)}
+        """Send one event to the client."""
         try:
             message = pickle.dumps((self._key, event_type, event_data), pickle.HIGHEST_PROTOCOL)
             self._worker.log_event(self._topic, message)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import atexit
 import contextvars
 import dataclasses
+import os
+import sys
 import threading
 import time
 import uuid
@@ -26,14 +28,17 @@ from IPython import get_ipython
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
+from daglite_nb._events import events
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
-from daglite_nb._worker import StartReports
+from daglite_nb._text import call_text
+from daglite_nb.backends import is_tracked
 from daglite_nb.backends import registry
 from daglite_nb.backends import tracked_backend
+from daglite_nb.tracking import Call
+from daglite_nb.tracking import Group
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import LiveFutureGroup
-from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import Tracker
 
 STOP_GRACE_SECONDS = 1.0
@@ -85,10 +90,8 @@ class NotebookSession:
         self.options = options
         self.session_id = uuid.uuid4().hex[:8]
         self._lock = threading.RLock()
-        self.tracker = Tracker()
+        self.tracker = Tracker(on_show=_show if options.progress else None)
         self._last_callable: tuple[Any, Any] = (None, None)
-        if options.progress:
-            self.tracker.on_fan_out = _show_fan_out
         self._closed = False
         self._opened_at = time.monotonic()
         self._context = contextvars.Context()
@@ -97,8 +100,9 @@ class NotebookSession:
             cache_store=options.cache_store,
             dataset_store=options.dataset_store,
             settings=options.settings(),
-            plugins=[StartReports(self.tracker)],
+            plugins=list(options.plugins),
         )
+        events()  # daglite's sessions copy the global plugins as they open
         self._daglite = self._context.run(self._cm.__enter__)
         self._manager = _daglite.active_manager(self._context)
         _daglite.route_gets(self._manager, self._get_backend)
@@ -109,6 +113,7 @@ class NotebookSession:
             self._context.run(self._cm.__exit__, None, None, None)
             raise
         self._stop_serving_threads = _daglite.serve_threads(self._enter_thread)
+        events().tracker, events().session = self.tracker, self._daglite
 
     # region Backends
 
@@ -145,7 +150,7 @@ class NotebookSession:
         entry = registry.resolve(name)
         with self._lock:
             self.backend_instance(entry.name)
-            self._daglite.backend = entry.name
+            _daglite.set_default_backend(self._daglite, entry.name)
         changed()
         return entry.name
 
@@ -165,7 +170,7 @@ class NotebookSession:
         options = SessionOptions.from_kwargs(**{**fields, **settings, "backend": self.backend})
         with self._lock:
             self.options = dataclasses.replace(self.options, **{**fields, **settings})
-            self._daglite.settings = options.settings()
+            _daglite.set_settings(self._daglite, options.settings())
             for entry in registry.entries():
                 self.add_backend(entry.name, entry.backend_class)
 
@@ -213,7 +218,27 @@ class NotebookSession:
     def _get_backend(self, get: Callable[[str | None], Backend], name: str | None) -> Backend:
         """Every backend lookup of the session's manager: by canonical name, while open."""
         self._require_open()
+        self.adopt_backends()
         return get(_canonical_name(name) if name else name)
+
+    def _refresh_worker_contexts(self) -> None:
+        # Workers elsewhere got the session's plugins when their backend started.
+        for backend in _daglite.started_backends(self._manager).values():
+            refresh = getattr(backend, "refresh_context", None)
+            if callable(refresh):
+                refresh()
+
+    def adopt_backends(self) -> None:
+        """Take in backends registered with daglite's `BackendManager.register` directly.
+
+        They become usable by name like any other (`%daglite use`, the panel) and their calls
+        are tracked like any other's.
+        """
+        for name, backend_class in _daglite.backend_types(self._manager).items():
+            if not is_tracked(backend_class) and not registry.knows(name):
+                registry.register(name, backend_class, origin="BackendManager.register")
+                self.add_backend(name, backend_class)
+                changed()
 
     def _enter_thread(self) -> Any:
         """Make this session the daglite session of the calling thread; return its manager."""
@@ -230,27 +255,31 @@ class NotebookSession:
 
     def submit(
         self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], backend: str | None
-    ) -> LiveFuture:
+    ) -> LiveFuture[Any]:
         """Submit one call of *func* to *backend* (default: the session's)."""
         call = self._backend_callable(func, "submit")
         submit = self.backend_instance(backend).submit_direct  # type: ignore[attr-defined]
-        return self._in_session(submit, call, args, kwargs)
+        text = call_text(_daglite.task_name(call), args, kwargs)
+        return self._in_session(submit, call, args, kwargs, None, None, text)
 
-    def map(self, func: Any, iterables: tuple[Any, ...], backend: str | None) -> LiveFutureGroup:
+    def map(
+        self, func: Any, iterables: tuple[Any, ...], backend: str | None
+    ) -> LiveFutureGroup[Any]:
         """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
         call = self._backend_callable(func, "map")
         instance = self.backend_instance(backend)
-        group = TaskGroup(_daglite.task_name(call), instance.name, self.tracker)
+        group = self.tracker.group("dnb.map", _daglite.task_name(call), instance.name)
         return self._in_session(self._map_direct, instance, call, iterables, group)
 
     def _map_direct(
-        self, instance: Any, call: Any, iterables: Any, group: TaskGroup
-    ) -> LiveFutureGroup:
+        self, instance: Any, call: Any, iterables: Any, group: Group
+    ) -> LiveFutureGroup[Any]:
         submit = instance.submit_direct
         futures = [
             submit(call, args, {}, index, group)
             for index, args in enumerate(zip(*iterables, strict=False))
         ]
+        self.tracker.close(group)
         return LiveFutureGroup(group, futures)
 
     def _backend_callable(self, func: Any, verb: str) -> Any:
@@ -271,13 +300,23 @@ class NotebookSession:
     # region Cells
 
     def enter_cell(self, cell: int | None = None) -> None:
-        """Make this session the active daglite session of the current context; new cell."""
+        """Make this session the active daglite session of the current context; new cell.
+
+        Plugins and backends registered with daglite itself since the last cell join it.
+        """
         _daglite.apply_session(self._daglite, self._manager)
         self.tracker.cell = cell
+        if _daglite.sync_plugins(self._daglite):
+            self._refresh_worker_contexts()
+        self.adopt_backends()
 
     def cancel_cell(self) -> int:
         """Cancel the pending tasks the current cell submitted; return how many were cancelled."""
         return self.tracker.cancel_pending(self.tracker.cell)
+
+    def cell_ended(self) -> None:
+        """The current cell ended: its fan-outs are complete."""
+        self.tracker.cell_ended()
 
     # region Status and teardown
 
@@ -307,15 +346,24 @@ class NotebookSession:
                     details[name] = {"error": str(exc)}
         return details
 
-    def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Cancel pending tasks, give running ones *grace* seconds, then stop every backend."""
+    def close(self, grace: float = STOP_GRACE_SECONDS, reason: str = "the session stopped") -> None:
+        """Cancel pending tasks, give running ones *grace* seconds, then stop every backend.
+
+        Every call that has not ended by then gets its final word, *reason*, and every widget
+        shows it before the session is gone.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         self._stop_serving_threads()
-        self.tracker.cancel_pending()
-        wait(self.tracker.live_futures(), timeout=grace)
+        tracker = self.tracker
+        tracker.cancel_pending(reason=reason)
+        wait(tracker.live_futures(), timeout=grace)
+        tracker.shut(reason)
+        _flush_widgets()
+        if events().tracker is tracker:
+            events().tracker = events().session = None
         self._context.run(self._cm.__exit__, None, None, None)
 
     def _require_open(self) -> None:
@@ -338,13 +386,20 @@ def _require_callable(func: Any, verb: str) -> Any:
     return func
 
 
-def _show_fan_out(group: TaskGroup) -> None:
-    # Only fan-outs started by the cell itself: a nested map on a worker thread would print
-    # into whichever cell happens to run.
-    if threading.current_thread() is threading.main_thread() and get_ipython() is not None:
-        from daglite_nb.display import show_group
+def _show(unit: Call | Group) -> None:
+    # The tracker calls this on the main thread only: displays from other threads would land
+    # in whichever cell happens to run.
+    if get_ipython() is not None:
+        from daglite_nb.display import show
 
-        show_group(group)
+        show(unit)
+
+
+def _flush_widgets() -> None:
+    """Send every shown widget's current state now, if any widget was ever shown."""
+    flusher = sys.modules.get("daglite_nb.display.flusher")
+    if flusher is not None:
+        flusher.flush_pending()
 
 
 # region Kernel-scoped API
@@ -421,7 +476,7 @@ def _teardown_at_exit() -> None:
     global _current
     session, _current = _current, None
     if session is not None:
-        session.close(EXIT_GRACE_SECONDS)
+        session.close(EXIT_GRACE_SECONDS, reason="the kernel shut down")
 
 
 def _on_exit_now(change: dict[str, Any]) -> None:
@@ -443,4 +498,14 @@ def _install_exit_hook() -> None:
         shell.observe(_on_exit_now, names="exit_now")
     register = getattr(threading, "_register_atexit", atexit.register)
     register(_teardown_at_exit)
+    os.register_at_fork(after_in_child=_forget_in_child)
     _exit_hook_installed = True
+
+
+def _forget_in_child() -> None:
+    # A process forked from the kernel (a process pool's worker) copies the kernel's session:
+    # its tasks must find daglite's worker context instead, and nothing of the kernel's.
+    global _current
+    _current = None
+    _daglite.forget_kernel_session()
+    events().forget_kernel()

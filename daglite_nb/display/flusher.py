@@ -1,8 +1,10 @@
-"""One background thread that pushes widget updates, throttled per widget.
+"""One background thread that refreshes the shown widgets of live calls, at a fixed pace.
 
-A view is marked when its state changes; the flusher refreshes it at most once per
-`INTERVAL`, and keeps refreshing a view whose clock still ticks once per `TICK`. A change
-after the last refresh always marks the view again, so every view ends on its exact final state.
+Widgets pull: while a view is live, the flusher asks it to refresh every `INTERVAL` seconds, and
+the view sends only what changed (at most one message per widget per refresh). A view that
+reports it is done (its call or group ended) gets no more refreshes: its last refresh sent the
+exact final state. The end-of-cell hook and the session's end refresh every view at once, in
+their own thread, so final states go out while the cell (or the kernel) is still there.
 """
 
 from __future__ import annotations
@@ -10,14 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from typing import Protocol
 
 INTERVAL = 0.1
-"""Shortest time between two refreshes of one view (at most 10 per second)."""
-
-TICK = 0.5
-"""How often a running view refreshes its elapsed time when nothing else changes."""
+"""Time between two refreshes of a view (at most 10 messages per second per widget)."""
 
 logger = logging.getLogger(__name__)
 
@@ -26,74 +24,61 @@ class View(Protocol):
     """Something the flusher refreshes."""
 
     def refresh(self) -> bool:
-        """Push the current state; return whether the view's clock still ticks."""
+        """Push the current state; return whether the view is still live."""
         ...
 
 
 class Flusher:
-    """The throttled refresher (one per process; see `flusher()`)."""
+    """The refresher (one per process; see `flusher()`)."""
 
-    def __init__(self, interval: float = INTERVAL, tick: float = TICK) -> None:
+    def __init__(self, interval: float = INTERVAL) -> None:
         self.interval = interval
-        self.tick = tick
-        self._due: dict[View, float] = {}
-        self._last: weakref.WeakKeyDictionary[View, float] = weakref.WeakKeyDictionary()
-        self._wake = threading.Condition()
+        self._views: dict[View, None] = {}
+        self._lock = threading.Lock()
         self._refreshing = threading.Lock()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="daglite-nb-flusher", daemon=True)
         self._thread.start()
 
-    def mark(self, view: View, delay: float = 0.0) -> None:
-        """Ask for *view* to be refreshed in *delay* seconds, or as soon as its throttle allows."""
-        due = self._due.get(view)
-        if not delay and due is not None and due <= time.monotonic() + self.interval:
-            return  # a refresh is coming within the throttle anyway: it will read the news
-        with self._wake:
-            due = max(time.monotonic() + delay, self._last.get(view, 0.0) + self.interval)
-            if due < self._due.get(view, float("inf")):
-                self._due[view] = due
-                self._wake.notify()
+    def add(self, view: View) -> None:
+        """Refresh *view* from now on, until it reports that it is done."""
+        with self._lock:
+            self._views[view] = None
+        self._wake.set()
 
     def flush(self) -> None:
-        """Refresh every view with a pending change now, in this thread.
-
-        Called at the end of each cell, so the final state is sent while the cell is still
-        the parent of the messages (tools that save widget state, like nbconvert, keep it).
-        """
-        with self._wake:
-            ready = list(self._due)
-            self._due.clear()
-            now = time.monotonic()
-            for view in ready:
-                self._last[view] = now
-        self._refresh(ready)
+        """Refresh every live view now, in this thread."""
+        with self._lock:
+            views = list(self._views)
+        self._refresh(views)
 
     def _refresh(self, views: list[View]) -> None:
         with self._refreshing:  # the end-of-cell flush and the thread never interleave
-            ticking = [view for view in views if self._refresh_one(view)]
-        for view in ticking:
-            self.mark(view, self.tick)
-
-    def _refresh_one(self, view: View) -> bool:
-        # Nothing a refresh raises may kill the flusher or fail the cell that flushes.
-        try:
-            return view.refresh()
-        except BaseException:
-            logger.exception("daglite-nb could not refresh a widget")
-            return False
+            done = [view for view in views if not _refresh_one(view)]
+        if done:
+            with self._lock:
+                for view in done:
+                    self._views.pop(view, None)
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                now = time.monotonic()
-                ready = [view for view, due in self._due.items() if due <= now]
-                if not ready:
-                    self._wake.wait(min(self._due.values(), default=now + 3600) - now)
+            self._wake.wait()
+            with self._lock:
+                views = list(self._views)
+                if not views:
+                    self._wake.clear()
                     continue
-                for view in ready:
-                    del self._due[view]
-                    self._last[view] = now
-            self._refresh(ready)
+            self._refresh(views)
+            time.sleep(self.interval)  # the pace of refreshes, not a wait for anything
+
+
+def _refresh_one(view: View) -> bool:
+    # Nothing a refresh raises may kill the flusher or fail the cell that flushes.
+    try:
+        return view.refresh()
+    except BaseException:
+        logger.exception("daglite-nb could not refresh a widget")
+        return False
 
 
 _flusher: Flusher | None = None
@@ -112,6 +97,6 @@ def flusher() -> Flusher:
 
 
 def flush_pending() -> None:
-    """Push pending widget changes now, if any widget was ever shown (never starts a thread)."""
+    """Refresh every live view now, if any widget was ever shown (never starts a thread)."""
     if _flusher is not None:
         _flusher.flush()

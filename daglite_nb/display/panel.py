@@ -15,8 +15,6 @@ from daglite_nb import session
 from daglite_nb.backends import registry
 from daglite_nb.display import render
 from daglite_nb.display.flusher import flusher
-from daglite_nb.display.widgets import bundle
-from daglite_nb.display.widgets import follow
 
 TABLE_ROWS = 10
 """How many recent tasks the table shows."""
@@ -69,11 +67,11 @@ class Panel:
     # region Refreshing
 
     def changed(self) -> None:
-        """Ask the flusher for a refresh (the session or its tasks changed)."""
-        flusher().mark(self)
+        """Refresh it from now on (the session changed, or its tasks started running)."""
+        flusher().add(self)
 
     def refresh(self) -> bool:
-        """Show the current session; keep the clocks ticking while tasks are live."""
+        """Show the current session; return whether it has live tasks (keep refreshing)."""
         current = session.current()
         self._bind(current)
         if current is None:
@@ -102,10 +100,9 @@ class Panel:
         if tracker is self._tracker:
             return
         if self._tracker is not None:
-            self._tracker.unlisten(self.changed)
+            self._tracker.on_busy = None
         if current is not None:
-            current.tracker.listen(self.changed)
-            follow(current.tracker)
+            current.tracker.on_busy = self.changed
             self.threads.value, self.processes.value = current.worker_counts
             self.address.value = current.options.dask_address or ""
         self._tracker = tracker
@@ -185,7 +182,10 @@ class Panel:
         current = session.current()
         state, backend = ("open", current.backend) if current else ("stopped", None)
         text = render.panel_text(state, backend)
-        return bundle(self.widget, text, f"<code>{html.escape(text)}</code>")
+        data = self.widget._repr_mimebundle_()
+        data["text/plain"] = text
+        data["text/html"] = f"<code>{html.escape(text)}</code>"
+        return data
 
 
 _SETTINGS_HINT = (

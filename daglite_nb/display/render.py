@@ -1,21 +1,23 @@
-"""Static and live HTML/text for futures and fan-outs. Every piece of user data is escaped."""
+"""Text and HTML of calls, groups and the panel. Every piece of user data is escaped.
+
+Each shown call or group has three renderings: the live HTML of its widget (timings, workers,
+ETA), and two static fallbacks, text and HTML, which carry its state and outcome but no timings:
+they are what a saved notebook keeps, and nbval compares them.
+"""
 
 from __future__ import annotations
 
 import html
-import reprlib
-from concurrent.futures import Future
-from typing import Any
 
+from daglite_nb._text import Failure
 from daglite_nb.tracking import CANCELLED
 from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import FINISHED
 from daglite_nb.tracking import PENDING
 from daglite_nb.tracking import RUNNING
-from daglite_nb.tracking import Failure
-from daglite_nb.tracking import TaskGroup
-from daglite_nb.tracking import TaskRecord
-from daglite_nb.tracking import safe_repr
+from daglite_nb.tracking import STATES
+from daglite_nb.tracking import Call
+from daglite_nb.tracking import Group
 
 STYLE = {
     PENDING: ("○", "#6b7280"),
@@ -26,10 +28,10 @@ STYLE = {
 }
 """Icon and colour of each state."""
 
-RESULT_WIDTH = 80
+NESTED_LINES = 6
+"""How many nested groups a widget lists under its own line."""
 
-_result_repr = reprlib.Repr()
-_result_repr.maxstring = _result_repr.maxother = RESULT_WIDTH
+MUTED = "#6b7280"
 
 
 def seconds(value: float) -> str:
@@ -42,100 +44,216 @@ def seconds(value: float) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
+def ticking_seconds(value: float) -> str:
+    """A duration that changes at most once a second while it ticks: `0 s`, `12 s`, `3 min 05 s`."""
+    return seconds(value) if value >= 60 else f"{int(value)} s"
+
+
 def state_badge(state: str) -> str:
     """The state in words with its icon and colour."""
     icon, colour = STYLE[state]
     return f'<b style="color:{colour}">{icon} {state}</b>'
 
 
-# region Futures
+def _muted(text: str) -> str:
+    return f'<span style="color:{MUTED}">{text}</span>'
 
 
-def future_text(record: TaskRecord) -> str:
-    """The plain-text fallback: no timings, no live state (nbval compares it)."""
-    return f"<LiveFuture {record.call} on {record.backend}>"
+# region Calls
 
 
-def future_static_html(record: TaskRecord) -> str:
-    """The HTML fallback for viewers without widgets: as stable as the text one."""
-    return f"<code>{html.escape(future_text(record))}</code>"
+def call_text(call: Call) -> str:
+    """The plain-text fallback of a call: state and outcome, no timings."""
+    return f"<{_call_kind(call)} {call.label} on {call.backend}: {_call_outcome(call)}>"
 
 
-def future_live_html(record: TaskRecord, future: Future[Any]) -> str:
-    """The live line of a future's widget: state, call, backend, worker, elapsed, outcome."""
-    facts = [html.escape(record.backend)]
-    if record.worker:
-        facts.append(html.escape(record.worker))
-    if record.state != PENDING:
-        facts.append(seconds(record.elapsed))
+def _call_kind(call: Call) -> str:
+    return "LiveFuture" if call.text else "task"
+
+
+def _call_outcome(call: Call) -> str:
+    words = [call.state, *_call_facts(call)]
+    outcome = ", ".join(words)
+    if call.state == FINISHED and call.outcome is not None:
+        outcome += f" → {call.outcome}"
+    elif call.state == FAILED and call.failure is not None:
+        outcome += f": {call.failure.summary}"
+    elif call.state == CANCELLED and call.reason:
+        outcome += f" ({call.reason})"
+    return outcome
+
+
+def _call_facts(call: Call) -> list[str]:
+    facts = []
+    if call.cached:
+        facts.append("from the cache")
+    if call.attempts:
+        facts.append(f"{call.attempts} {'retry' if call.attempts == 1 else 'retries'}")
+    if call.items:
+        facts.append(f"{call.items} {'item' if call.items == 1 else 'items'}")
+    return facts
+
+
+def call_static_html(call: Call) -> str:
+    """The HTML fallback of a call: state, call, outcome and nested work; no timings."""
+    return _call_html(call, live=False)
+
+
+def call_live_html(call: Call) -> str:
+    """The live line of a call's widget: state, call, backend, worker, elapsed, outcome."""
+    return _call_html(call, live=True)
+
+
+def _call_html(call: Call, live: bool) -> str:
+    facts = [html.escape(call.backend)]
+    if live and call.worker:
+        facts.append(html.escape(call.worker))
+    if live and call.state != PENDING:
+        ended = call.state in (FINISHED, FAILED, CANCELLED)
+        facts.append(seconds(call.elapsed) if ended else ticking_seconds(call.elapsed))
+    facts += _call_facts(call)
     line = (
-        f"{state_badge(record.state)} <code>{html.escape(record.call)}</code>"
-        f' <span style="color:#6b7280">{" · ".join(facts)}</span>'
+        f"{state_badge(call.state)} <code>{html.escape(call.label)}</code> "
+        f"{_muted(' · '.join(facts))}{_call_end_html(call)}"
     )
-    return f'<div class="daglite-nb-future">{line}{_outcome(record, future)}</div>'
+    nested = nested_html(call.children, live)
+    return f'<div class="daglite-nb-future">{line}{nested}</div>'
 
 
-def _outcome(record: TaskRecord, future: Future[Any]) -> str:
-    if record.state == FINISHED and future.done():
-        value = html.escape(safe_repr(future.result(), _result_repr))
-        return f" → <code>{value}</code>"
-    if record.state == FAILED and future.done():
-        return failure_details(Failure.of(future.exception()))
+def _call_end_html(call: Call) -> str:
+    if call.state == FINISHED and call.outcome is not None:
+        return f" → <code>{html.escape(call.outcome)}</code>"
+    if call.state == FAILED and call.failure is not None:
+        return failure_details(call.failure)
+    if call.state == CANCELLED and call.reason:
+        return " " + _muted(html.escape(call.reason))
     return ""
 
 
 def failure_details(failure: Failure) -> str:
-    """The exception in one line; its traceback folds open on click."""
-    if not failure.summary:
-        return ""
+    """The exception in one line; the user's frames fold open on click, the full traceback too."""
     summary = html.escape(failure.summary)
-    trace = html.escape(failure.traceback)
+    own = html.escape(failure.traceback)
+    full = html.escape(failure.full)
+    pre = '<pre style="font-size:11px;white-space:pre-wrap;margin:2px 0">'
+    whole = (
+        f'<details><summary style="color:{MUTED};font-size:11px">full traceback</summary>'
+        f"{pre}{full}</pre></details>"
+        if failure.full != failure.traceback
+        else ""
+    )
     return (
         f'<details><summary style="color:{STYLE[FAILED][1]}">{summary}</summary>'
-        f'<pre style="font-size:11px;white-space:pre-wrap">{trace}</pre></details>'
+        f"{pre}{own}</pre>{whole}</details>"
     )
 
 
-# region Fan-outs
+# region Groups
 
 
-def group_static_html(text: str) -> str:
-    """The HTML fallback of a fan-out."""
-    return f"<code>{html.escape(text)}</code>"
-
-
-def group_live_html(group: TaskGroup) -> str:
-    """The progress bar and summary of a fan-out, with its first failures."""
-    counts = group.counts
-    facts = [
-        f"<b>{group.done}/{group.total}</b> done",
-        f"{counts[RUNNING]} running",
-        f"{counts[FAILED]} failed",
-        f"{counts[CANCELLED]} cancelled",
-        seconds(group.elapsed),
-        f"{group.rate:.1f}/s",
+def group_text(group: Group) -> str:
+    """The plain-text fallback of a group: counts by outcome, no timings."""
+    where = f" on {group.backend}" if group.backend else ""
+    if group.kind != "workflow":
+        head = f"<{group.kind} {group.label} × {group.total}{where}: {_group_counts(group)}"
+    else:  # its calls are counted by task
+        head = f"<{group.kind} {group.label}: {group.state}"
+    nested = [
+        f"{child.label} × {child.total}: {_group_counts(child)}"
+        for child in _children(group.children)
     ]
-    if group.eta is not None:
-        facts.append(f"ETA {seconds(group.eta)}")
-    state = _group_state(group)
-    bar = (
-        f'<progress value="{group.done}" max="{max(group.total, 1)}"'
-        ' style="width:240px;vertical-align:middle"></progress>'
-    )
-    head = (
-        f"{state_badge(state)} <code>{html.escape(group.label)}</code> × {group.total}"
-        f" on {html.escape(group.backend)} {bar} {' · '.join(facts)}"
-    )
+    return head + ("; nested " + "; ".join(nested) if nested else "") + ">"
+
+
+def _group_counts(group: Group) -> str:
+    counts = group.counts
+    if not group.complete or not group.total:
+        return f"{group.state}, {group.done} of {group.total} done"
+    parts = [f"{counts[state]} {state}" for state in (FINISHED, FAILED, CANCELLED) if counts[state]]
+    parts += _group_facts(group)
+    return ", ".join(parts)
+
+
+def _group_facts(group: Group) -> list[str]:
+    facts = []
+    if group.cached:
+        facts.append(f"{group.cached} from the cache")
+    if group.retried:
+        facts.append(f"{group.retried} retried")
+    if group.items:
+        facts.append(f"{group.items} {'item' if group.items == 1 else 'items'}")
+    return facts
+
+
+def group_static_html(group: Group) -> str:
+    """The HTML fallback of a group: state, counts, a bar of outcomes; no timings."""
+    return _group_html(group, live=False)
+
+
+def group_live_html(group: Group) -> str:
+    """The progress bar of a group's widget, with its counts, timings and first failures."""
+    return _group_html(group, live=True)
+
+
+def _group_html(group: Group, live: bool) -> str:
+    counts = group.counts
+    facts = [f"<b>{group.done}/{group.total}</b> done"]
+    facts += [f"{counts[state]} {state}" for state in (RUNNING, FAILED, CANCELLED)]
+    facts += _group_facts(group)
+    if live:
+        facts.append(ticking_seconds(group.elapsed) if not group.ended else seconds(group.elapsed))
+        if group.eta is not None:
+            facts.append(f"ETA {ticking_seconds(group.eta)}")
+    where = f" on {html.escape(group.backend)}" if group.backend else ""
+    if group.kind != "workflow":
+        head = (
+            f"{state_badge(group.state)} <code>{html.escape(group.label)}</code> × {group.total}"
+            f"{where} {bar(group)} {' · '.join(facts)}"
+        )
+    else:  # its calls are counted by task, below
+        head = f"{state_badge(group.state)} {group.kind} <code>{html.escape(group.label)}</code>"
+    if group.reason:
+        head += " " + _muted(html.escape(group.reason))
     failures = "".join(failure_details(failure) for failure in group.failures)
-    return f'<div class="daglite-nb-group">{head}{failures}</div>'
+    nested = nested_html(group.children, live)
+    return f'<div class="daglite-nb-group">{head}{failures}{nested}</div>'
 
 
-def _group_state(group: TaskGroup) -> str:
-    if group.ended is None:
-        return RUNNING if group.counts[RUNNING] or group.done else PENDING
-    if group.counts[FAILED]:
-        return FAILED
-    return CANCELLED if group.counts[CANCELLED] else FINISHED
+def bar(group: Group, width: int = 240) -> str:
+    """A bar with one segment per outcome (and the running calls), so failures show at a glance."""
+    total = max(group.total, 1)
+    segments = "".join(
+        f'<span title="{count} {state}" style="display:inline-block;height:100%;'
+        f'width:{100 * count / total:.2f}%;background:{STYLE[state][1]}"></span>'
+        for state in (FINISHED, FAILED, CANCELLED, RUNNING)
+        if (count := group.counts[state])
+    )
+    return (
+        f'<span class="daglite-nb-bar" style="display:inline-flex;width:{width}px;height:10px;'
+        'vertical-align:middle;border-radius:3px;overflow:hidden;background:#e5e7eb">'
+        f"{segments}</span>"
+    )
+
+
+def nested_html(children: dict[str, Group] | None, live: bool, depth: int = 1) -> str:
+    """One line per nested group (the fan-outs the calls made), and theirs below, indented."""
+    lines = []
+    for child in _children(children):
+        counts = child.counts
+        facts = [f"{child.done}/{child.total} done"]
+        facts += [f"{counts[s]} {s}" for s in (RUNNING, FAILED, CANCELLED) if counts[s]]
+        facts += _group_facts(child)
+        line = (
+            f'<div style="margin-left:{16 * depth}px;font-size:12px">↳ '
+            f"{state_badge(child.state)} <code>{html.escape(child.label)}</code> "
+            f"{bar(child, 120)} {_muted(' · '.join(facts))}</div>"
+        )
+        lines.append(line + nested_html(child.children, live, depth + 1))
+    return "".join(lines)
+
+
+def _children(children: dict[str, Group] | None) -> list[Group]:
+    return list((children or {}).values())[:NESTED_LINES]
 
 
 # region Panel
@@ -148,7 +266,7 @@ def panel_header_html(state: str, session_id: str, uptime: float | None) -> str:
     if session_id:
         facts.append(f"<code>{html.escape(session_id)}</code>")
     if uptime is not None:
-        facts.append(f"up {seconds(uptime)}")
+        facts.append(f"up {ticking_seconds(uptime)}")
     return "daglite session " + " · ".join(facts)
 
 
@@ -169,32 +287,31 @@ def panel_details_html(details: dict[str, dict[str, str]]) -> str:
 
 def panel_counts_html(counts: dict[str, int]) -> str:
     """Counters by state, each with its icon and colour."""
-    cells = [
+    return "".join(
         f'<span style="color:{STYLE[state][1]};margin-right:12px">'
         f"{STYLE[state][0]} {state} <b>{counts.get(state, 0)}</b></span>"
-        for state in STYLE
-    ]
-    return "".join(cells)
+        for state in STATES
+    )
 
 
-def panel_table_html(records: list[TaskRecord]) -> str:
-    """The most recent tasks: call, backend, worker, state, elapsed, submitting cell."""
-    if not records:
-        return '<i style="color:#6b7280">no tasks yet</i>'
+def panel_table_html(calls: list[Call]) -> str:
+    """The most recent calls: call, backend, worker, state, elapsed, submitting cell."""
+    if not calls:
+        return f'<i style="color:{MUTED}">no tasks yet</i>'
     head = "".join(
         f'<th style="text-align:left;padding:0 8px">{name}</th>'
         for name in ("call", "backend", "worker", "state", "elapsed", "cell")
     )
     rows = "".join(
         "<tr>"
-        f'<td style="padding:0 8px"><code>{html.escape(r.call)}</code></td>'
-        f'<td style="padding:0 8px">{html.escape(r.backend)}</td>'
-        f'<td style="padding:0 8px">{html.escape(r.worker or "-")}</td>'
-        f'<td style="padding:0 8px">{state_badge(r.state)}</td>'
-        f'<td style="padding:0 8px">{seconds(r.elapsed)}</td>'
-        f'<td style="padding:0 8px">{"-" if r.cell is None else f"[{r.cell}]"}</td>'
+        f'<td style="padding:0 8px"><code>{html.escape(c.label)}</code></td>'
+        f'<td style="padding:0 8px">{html.escape(c.backend)}</td>'
+        f'<td style="padding:0 8px">{html.escape(c.worker or "-")}</td>'
+        f'<td style="padding:0 8px">{state_badge(c.state)}</td>'
+        f'<td style="padding:0 8px">{seconds(c.elapsed)}</td>'
+        f'<td style="padding:0 8px">{"-" if c.cell is None else f"[{c.cell}]"}</td>'
         "</tr>"
-        for r in records
+        for c in calls
     )
     return f'<table style="font-size:12px"><tr>{head}</tr>{rows}</table>'
 

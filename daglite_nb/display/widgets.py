@@ -1,98 +1,93 @@
-"""The live widgets: one per displayed future, one per fan-out."""
+"""The live widget of a shown call or group, with the static fallbacks it leaves behind."""
 
 from __future__ import annotations
 
+import contextvars
+import uuid
 from typing import Any
 
 import ipywidgets as widgets
+from IPython.display import display
+from IPython.display import update_display
 
 from daglite_nb.display import render
 from daglite_nb.display.flusher import flusher
 from daglite_nb.tracking import PENDING
-from daglite_nb.tracking import TERMINAL
-from daglite_nb.tracking import LiveFuture
-from daglite_nb.tracking import TaskGroup
+from daglite_nb.tracking import Call
+from daglite_nb.tracking import Group
 from daglite_nb.tracking import Tracker
 
 
-class FutureView:
-    """A future's status line and, while it is pending, its cancel button."""
+class UnitView:
+    """One shown call (with a cancel button while it waits, if it can be cancelled) or group.
 
-    def __init__(self, future: LiveFuture) -> None:
-        self.future = future
-        self.line = widgets.HTML(render.future_live_html(future.record, future))
-        self.cancel = widgets.Button(
-            description="cancel", icon="stop", tooltip="Cancel this task if it has not started"
+    It is displayed with a display id. While its call or group is live, the flusher refreshes
+    it; when it ended, its last refresh also replaces the output's static fallbacks (text and
+    HTML) with the final ones, so a saved notebook, an export or a viewer without widgets shows
+    the outcome. That update goes out in the context of the cell that displayed it.
+    """
+
+    def __init__(self, unit: Call | Group, tracker: Tracker | None = None) -> None:
+        self.unit = unit
+        self.line = widgets.HTML(self._live_html())
+        self.cancel: widgets.Button | None = None
+        parts: list[widgets.Widget] = [self.line]
+        if isinstance(unit, Call) and tracker is not None:
+            self.cancel = widgets.Button(
+                description="cancel", icon="stop", tooltip="Cancel this task if it has not started"
+            )
+            self.cancel.layout.width = "auto"
+            self.cancel.on_click(lambda _: tracker.cancel(unit))  # type: ignore[arg-type]
+            parts.append(self.cancel)
+        self.widget = widgets.HBox(parts)
+        self.display_id = uuid.uuid4().hex
+        self._context = contextvars.copy_context()
+        self._show_cancel()
+
+    def show(self) -> None:
+        """Display it in the current cell and keep it live."""
+        self._context = contextvars.copy_context()
+        display(self.bundle(), raw=True, display_id=self.display_id)
+        flusher().add(self)
+
+    def bundle(self) -> dict[str, Any]:
+        """The display bundle: the widget view and the current static fallbacks."""
+        unit = self.unit
+        if isinstance(unit, Call):
+            text, static = render.call_text(unit), render.call_static_html(unit)
+        else:
+            text, static = render.group_text(unit), render.group_static_html(unit)
+        data = self.widget._repr_mimebundle_()
+        data["text/plain"] = text
+        data["text/html"] = static
+        return data
+
+    def refresh(self) -> bool:
+        """Push what changed; when the unit ended, leave its final fallbacks; return if live."""
+        value = self._live_html()
+        if value != self.line.value:
+            self.line.value = value
+        self._show_cancel()
+        if not self._ended():
+            return True
+        self._context.copy().run(
+            update_display, self.bundle(), raw=True, display_id=self.display_id
         )
-        self.cancel.layout.width = "auto"
-        self.cancel.on_click(lambda _: future.cancel())
-        self.widget = widgets.HBox([self.line, self.cancel])
-        self._show_cancel(future.record.state == PENDING)
-        future.record.listen(self._changed)
-        follow(future.tracker)
-        self._changed()
-
-    def refresh(self) -> bool:
-        """Push the state; keep ticking while the task has not ended."""
-        self.future.tracker.apply()
-        record = self.future.record
-        self.line.value = render.future_live_html(record, self.future)
-        self._show_cancel(record.state == PENDING)
-        return record.state not in TERMINAL
-
-    def _changed(self) -> None:
-        flusher().mark(self)
-
-    def _show_cancel(self, visible: bool) -> None:
-        self.cancel.layout.display = None if visible else "none"
-
-
-class GroupView:
-    """A fan-out's progress bar and summary, in one widget."""
-
-    def __init__(self, group: TaskGroup) -> None:
-        self.group = group
-        self.widget = widgets.HTML(render.group_live_html(group))
-        group.listen(self._changed)
-        if group.tracker is not None:
-            follow(group.tracker)
-        self._changed()
-
-    def refresh(self) -> bool:
-        """Push the counts; keep ticking until the fan-out ended."""
-        if self.group.tracker is not None:
-            self.group.tracker.apply()
-        self.widget.value = render.group_live_html(self.group)
-        return self.group.ended is None
-
-    def _changed(self) -> None:
-        flusher().mark(self)
-
-
-class _Applier:
-    """Folds a tracker's news in from the flusher thread, so shown widgets follow its tasks."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self.tracker = tracker
-        tracker.on_events = self.mark
-
-    def mark(self) -> None:
-        flusher().mark(self)
-
-    def refresh(self) -> bool:
-        self.tracker.apply()
         return False
 
+    def _live_html(self) -> str:
+        unit = self.unit
+        if isinstance(unit, Call):
+            return render.call_live_html(unit)
+        return render.group_live_html(unit)
 
-def follow(tracker: Tracker) -> None:
-    """Have the flusher apply *tracker*'s changes as they come (once widgets show them)."""
-    if tracker.on_events is None:
-        _Applier(tracker)
+    def _ended(self) -> bool:
+        unit = self.unit
+        if isinstance(unit, Call):
+            return unit.ended is not None and all(g.ended for g in (unit.children or {}).values())
+        return unit.ended
 
-
-def bundle(widget: widgets.Widget, text: str, html: str) -> dict[str, Any]:
-    """A display bundle: the widget view plus static text and HTML fallbacks."""
-    data = widget._repr_mimebundle_()
-    data["text/plain"] = text
-    data["text/html"] = html
-    return data
+    def _show_cancel(self) -> None:
+        if self.cancel is not None:
+            pending = self.unit.state == PENDING and isinstance(self.unit, Call)
+            self.cancel.layout.display = None if pending else "none"
