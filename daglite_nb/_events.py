@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from daglite.plugins.hooks.markers import hook_impl
 
 from daglite_nb import _daglite
 from daglite_nb._text import Failure
+from daglite_nb.tracking import CANCELLED
 from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import FINISHED
 from daglite_nb.tracking import Call
@@ -269,7 +271,7 @@ class Carrier:
         except BaseException as error:
             own = original_error(error)
             if call.ended is None:
-                self.tracker.ended(call, FAILED, failure=Failure.of(own))
+                end_with(self.tracker, call, own)
             if not self.direct:
                 raise
             failure = own
@@ -283,6 +285,21 @@ class Carrier:
 
     def __reduce__(self) -> Any:
         return (RemoteCarrier, (self.func, self.call.id))
+
+
+def end_with(tracker: Tracker, call: Call, error: BaseException) -> None:
+    """End *call* with *error*: cancelled if it was the kernel's interrupt, else failed.
+
+    The interrupt reaches the kernel's main thread only: elsewhere a `KeyboardInterrupt` is
+    what the task raised.
+    """
+    if (
+        isinstance(error, KeyboardInterrupt)
+        and threading.current_thread() is threading.main_thread()
+    ):
+        tracker.ended(call, CANCELLED, reason="interrupted")
+    else:
+        tracker.ended(call, FAILED, failure=Failure.of(error))
 
 
 class RemoteCarrier:

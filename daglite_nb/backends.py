@@ -24,11 +24,10 @@ from daglite_nb import _daglite
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._events import Carrier
 from daglite_nb._events import current_call
+from daglite_nb._events import end_with
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
-from daglite_nb._text import Failure
-from daglite_nb.tracking import FAILED
 from daglite_nb.tracking import Call
 from daglite_nb.tracking import Group
 from daglite_nb.tracking import LiveFuture
@@ -227,7 +226,7 @@ class _Tracked:
         try:
             inner = self._backend_submit(carrier, args, kwargs, context=context)
         except BaseException as exc:
-            tracker.ended(call, FAILED, failure=Failure.of(exc))
+            end_with(tracker, call, exc)
             raise
         if call.ended is None:
             call.future = inner

@@ -171,9 +171,11 @@ class Group:
         kind: `map_tasks`, `dnb.map`, `gather_tasks` or `workflow` (nested groups: `calls`).
         label: The task's name (a workflow's name).
         owner: For a nested group, the call or group whose calls made its calls.
-        total: Calls counted so far: submitted ones, and ones that started where no submission
-            is seen (nested calls on process workers, `gather_tasks`, workflows).
-        counts: Calls by state.
+        live: Its calls that have not ended. A call joins and leaves it in one step each, so
+            the group always knows whether calls are left, even if an interrupt lands in the
+            middle of the bookkeeping (the kernel's main thread does some of it).
+        running: How many of them run.
+        ended_counts: Its calls that ended, by state.
         retried: Calls that daglite retried at least once.
         cached: Calls whose result came from the cache.
         items: Items that its generator calls yielded.
@@ -197,8 +199,9 @@ class Group:
         self.backend = backend
         self.cell = cell
         self.owner = owner
-        self.total = 0
-        self.counts = dict.fromkeys(STATES, 0)
+        self.live: set[Call] = set()
+        self.running = 0
+        self.ended_counts = dict.fromkeys(ENDED, 0)
         self.retried = 0
         self.cached = 0
         self.items = 0
@@ -210,15 +213,29 @@ class Group:
         self.children: dict[str, Group] = {}
 
     @property
+    def counts(self) -> dict[str, int]:
+        """Calls by state."""
+        return _counts(len(self.live), self.running, self.ended_counts)
+
+    @property
     def done(self) -> int:
         """Calls that ended."""
-        counts = self.counts
-        return counts[FINISHED] + counts[FAILED] + counts[CANCELLED]
+        ended = self.ended_counts
+        return ended[FINISHED] + ended[FAILED] + ended[CANCELLED]
+
+    @property
+    def total(self) -> int:
+        """Calls counted so far, live and ended.
+
+        Submitted calls count from their submission; the others (nested calls on process
+        workers, `gather_tasks`, workflows) from their start.
+        """
+        return self.done + len(self.live)
 
     @property
     def complete(self) -> bool:
         """Whether every call counted so far ended (more may still join, unless `ended`)."""
-        return self.done == self.total and all(c.complete for c in list(self.children.values()))
+        return not self.live and all(c.complete for c in list(self.children.values()))
 
     @property
     def ended(self) -> bool:
@@ -243,12 +260,12 @@ class Group:
                 return RUNNING
             states = {child.state for child in list(self.children.values())}
             return next((s for s in (FAILED, CANCELLED) if s in states), FINISHED)
-        counts = self.counts
+        ended = self.ended_counts
         if not self.total or not self.complete:
-            return RUNNING if counts[RUNNING] or self.done else PENDING
-        if counts[FAILED]:
+            return RUNNING if self.running > 0 or self.done else PENDING
+        if ended[FAILED]:
             return FAILED
-        return CANCELLED if counts[CANCELLED] else FINISHED
+        return CANCELLED if ended[CANCELLED] else FINISHED
 
     @property
     def elapsed(self) -> float:
@@ -265,6 +282,12 @@ class Group:
 
     def __repr__(self) -> str:
         return f"<Group {self.kind} {self.label} × {self.total} on {self.backend}: {self.state}>"
+
+
+def _counts(live: int, running: int, ended: dict[str, int]) -> dict[str, int]:
+    """Calls by state, from the number of live calls, how many of them run, and the ended."""
+    running = min(max(running, 0), live)
+    return {PENDING: live - running, RUNNING: running, **ended}
 
 
 # region Tracker
@@ -297,7 +320,8 @@ class Tracker:
         self.on_show = on_show
         self.on_busy: Callable[[], None] | None = None
         """Called when a call is made while none was live (a shown panel refreshes again)."""
-        self.counts = dict.fromkeys(STATES, 0)
+        self.running = 0
+        self.ended_counts = dict.fromkeys(ENDED, 0)
         self.live: dict[int, Call] = {}
         """Calls that have not ended, by id, in the order they were made."""
         self.recent: deque[Call] = deque(maxlen=recent)
@@ -314,6 +338,11 @@ class Tracker:
         """Why the tracker stopped taking calls (the session ended), once it did."""
 
     # region Reading
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Every call of the session, by state."""
+        return _counts(len(self.live), self.running, self.ended_counts)
 
     @property
     def busy(self) -> bool:
@@ -365,13 +394,10 @@ class Tracker:
             group, opened = self._map_group(name, backend, parent, map_index, func)
         call_name = name if map_index is None else f"{name}[{map_index}]"
         call = Call(self._ids(), call_name, backend, self.cell, parent, group, text)
-        with self.lock:
-            idle = not self.live
-            self.live[call.id] = call
-            self.counts[PENDING] += 1
-            if group is not None:
-                group.total += 1
-                group.counts[PENDING] += 1
+        idle = not self.live
+        self.live[call.id] = call
+        if group is not None:
+            group.live.add(call)
         if opened:
             self._show(group)  # type: ignore[arg-type]
         if idle and self.on_busy is not None:
@@ -480,20 +506,28 @@ class Tracker:
                 task_id, name, worker, parent_task, map_index, backend, session
             )
             group = call.group
-            if group is not None and group.kind == "gather_tasks" and group.total == 1:
+            if group is not None and group.kind == "gather_tasks" and group.total == 1:  # first
                 self._show(group)
             elif awaited and call.parent is None and group is None:
                 self._show(call)
             return call
         with self.lock:
+            if call.id not in self.live:
+                return None  # ended meanwhile (cancelled, or its Future told the end)
             call.task_id = task_id
             call.name = name
             call.worker = worker
             if call.state == PENDING:
                 call.state, call.started = RUNNING, now
-                self._moved(call, PENDING, RUNNING)
+                self._started_running(call)
             self._by_task[task_id] = call
         return call
+
+    def _started_running(self, call: Call) -> None:
+        # Under the lock: *call* went from pending to running.
+        self.running += 1
+        if call.group is not None:
+            call.group.running += 1
 
     def _first_seen(
         self,
@@ -522,11 +556,10 @@ class Tracker:
         with self.lock:
             idle = not self.live
             self.live[call.id] = call
-            self._by_task[task_id] = call
-            self.counts[RUNNING] += 1
             if group is not None:
-                group.total += 1
-                group.counts[RUNNING] += 1
+                group.live.add(call)
+            self._by_task[task_id] = call
+            self._started_running(call)
         if idle and self.on_busy is not None:
             self.on_busy()
         return call
@@ -594,37 +627,37 @@ class Tracker:
         failure: Failure | None = None,
         reason: str | None = None,
     ) -> bool:
-        """Record that *call* ended in *state*; return False if it had ended already."""
+        """Record that *call* ended in *state*; return False if it had ended already.
+
+        Whoever takes the call out of the live ones ends it: that step comes first, so two
+        ends never both count, and an interrupt in the middle can cost a count, never leave
+        a group that waits for a call forever.
+        """
         group = call.group
         with self.lock:
-            if call.ended is not None:
+            if self.live.pop(call.id, None) is None:
                 return False
-            before = call.state
+            if group is not None:
+                group.live.discard(call)
+            if call.state == RUNNING:
+                self.running -= 1
+                if group is not None:
+                    group.running -= 1
             call.state, call.ended = state, time.time()
             call.outcome, call.failure, call.reason = outcome, failure, reason
             call.future = None  # the backend's Future goes, with the result it holds
-            self._moved(call, before, state)
-            del self.live[call.id]
+            self.ended_counts[state] += 1
             if call.task_id is not None:
                 self._by_task.pop(call.task_id, None)
             self.recent.append(call)
             if group is not None:
+                group.ended_counts[state] += 1
                 group.last_end = call.ended
                 if failure is not None and len(group.failures) < GROUP_FAILURES:
                     group.failures.append(failure)
                 if reason is not None and group.reason is None:
                     group.reason = reason
         return True
-
-    def _moved(self, call: Call, before: str, after: str) -> None:
-        # Under the lock: *call* went from state *before* to *after*.
-        counts = self.counts
-        counts[before] -= 1
-        counts[after] += 1
-        group = call.group
-        if group is not None:
-            group.counts[before] -= 1
-            group.counts[after] += 1
 
     def settle(self, call: Call, future: Future[Any]) -> None:
         """End *call* from its backend's finished *future*, unless daglite's hooks did already.
@@ -671,12 +704,16 @@ class Tracker:
     # region Cancelling
 
     def cancel(self, call: Call, reason: str | None = None) -> bool:
-        """Cancel *call* if it has not started; return whether it is cancelled."""
+        """Cancel *call* if it has not started; return whether it is cancelled.
+
+        A pending call that never got a backend Future (its submission was interrupted) is
+        just ended.
+        """
         future = call.future
-        if call.state != PENDING or future is None:
+        if call.state != PENDING:
             return call.state == CANCELLED
         call.reason = reason
-        if not _cancel_backend_future(future):
+        if future is not None and not _cancel_backend_future(future):
             return call.state == CANCELLED
         self.ended(call, CANCELLED, reason=reason)
         return True

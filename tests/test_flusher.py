@@ -1,4 +1,4 @@
-"""The throttled flusher, without IPython: bounded refreshes, exact final state."""
+"""The flusher, without IPython: views are refreshed at a fixed pace until they are done."""
 
 from __future__ import annotations
 
@@ -8,69 +8,47 @@ from daglite_nb.display.flusher import Flusher
 
 
 class CountingView:
-    def __init__(self):
-        self.state = 0
-        self.seen = []
-        self.ticking = False
-        self.refreshed = threading.Event()
+    def __init__(self, live_for):
+        self.live_for = live_for
+        self.refreshes = 0
+        self.done = threading.Event()
 
     def refresh(self):
-        self.seen.append(self.state)
-        self.refreshed.set()
-        return self.ticking
+        self.refreshes += 1
+        if self.refreshes >= self.live_for:
+            self.done.set()
+            return False
+        return True
 
 
-def test_many_marks_cause_few_refreshes_and_end_on_the_final_state():
-    flusher = Flusher(interval=0.2, tick=10)
-    view = CountingView()
-    for value in range(1, 5001):
-        view.state = value
-        flusher.mark(view)
-    # The flusher owes one refresh after the last mark; wait until it has shown 5000.
-    while not view.seen or view.seen[-1] != 5000:
-        view.refreshed.clear()
-        assert view.refreshed.wait(5), view.seen
-    assert len(view.seen) < 100
+def test_a_view_is_refreshed_until_it_is_done_then_never_again():
+    flusher = Flusher(interval=0.01)
+    view = CountingView(live_for=5)
+    flusher.add(view)
+    assert view.done.wait(30)
+    flusher.flush()  # a done view is not refreshed any more
+    assert view.refreshes == 5
 
 
-def test_a_change_after_a_refresh_is_always_pushed():
-    flusher = Flusher(interval=0.05, tick=10)
-    view = CountingView()
-    view.state = 1
-    flusher.mark(view)
-    assert view.refreshed.wait(5)
-    view.refreshed.clear()
-    view.state = 2
-    flusher.mark(view)
-    assert view.refreshed.wait(5)
-    assert view.seen[-1] == 2
+def test_flush_refreshes_every_live_view_in_the_calling_thread():
+    flusher = Flusher(interval=3600)  # the thread's pace is no part of it
+    views = [CountingView(live_for=100) for _ in range(3)]
+    for view in views:
+        flusher.add(view)
+    before = [view.refreshes for view in views]
+    flusher.flush()
+    assert [view.refreshes for view in views] == [count + 1 for count in before]
 
 
-def test_ticking_views_refresh_until_they_stop_ticking():
-    flusher = Flusher(interval=0.01, tick=0.02)
-    view = CountingView()
-    view.ticking = True
-    flusher.mark(view)
-    for _ in range(3):
-        view.refreshed.clear()
-        assert view.refreshed.wait(5)
-    view.ticking = False
-    view.refreshed.clear()
-    view.refreshed.wait(5)
-    count = len(view.seen)
-    view.refreshed.clear()
-    assert not view.refreshed.wait(0.2)
-    assert len(view.seen) == count
-
-
-def test_a_failing_view_does_not_stop_the_flusher():
+def test_a_view_that_raises_anything_is_dropped_and_the_flusher_goes_on():
     flusher = Flusher(interval=0.01)
 
     class Broken:
         def refresh(self):
-            raise RuntimeError("broken view")
+            raise KeyboardInterrupt  # e.g. from a user's __repr__
 
-    flusher.mark(Broken())
-    view = CountingView()
-    flusher.mark(view)
-    assert view.refreshed.wait(5)
+    flusher.add(Broken())
+    flusher.flush()  # does not raise
+    view = CountingView(live_for=3)
+    flusher.add(view)
+    assert view.done.wait(30)

@@ -144,7 +144,7 @@ def test_table_shows_recent_tasks_escaped_with_their_cell(kernel):
     _, ids = _open_panel(kernel)
     shown = kernel.ok("@task(name='<i>odd</i>')\ndef odd(x):\n    return x\nmap_tasks(odd, [1, 2])")
     cell = shown.reply["content"]["execution_count"]
-    escaped = "&lt;i&gt;odd&lt;/i&gt;(2)"
+    escaped = "&lt;i&gt;odd&lt;/i&gt;[1]"
     table = kernel.wait_for_update(ids["table"], lambda u: escaped in u.get("value", ""))["value"]
     assert "<i>odd" not in table
     assert f"[{cell}]" in table

@@ -1,46 +1,96 @@
-"""The static and live HTML renderers, without IPython: formatting and escaping."""
+"""The renderers and the text helpers, without IPython: outcomes, escaping, user frames."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import re
 
+from daglite_nb._text import Failure
+from daglite_nb._text import call_text
+from daglite_nb._text import safe_repr
 from daglite_nb.display import render
-from daglite_nb.tracking import Failure
-from daglite_nb.tracking import TaskRecord
+from daglite_nb.tracking import Call
+from daglite_nb.tracking import Group
 
 EVIL = "<script>alert(1)</script>"
 
 
-def _record(name=EVIL, args=(EVIL,), state="finished"):
-    record = TaskRecord(1, name, args, {}, backend=EVIL, map_index=None, cell=3, group=None)
-    record.worker, record.started = EVIL, 1.0
-    record.final = None if state == "running" else state
-    return record
+def _call(state="finished", **facts):
+    call = Call(1, EVIL, EVIL, 3, text=f"{EVIL}()")
+    call.state, call.worker = state, EVIL
+    for name, value in facts.items():
+        setattr(call, name, value)
+    return call
+
+
+def _group(counts):
+    group = Group("map_tasks", "square", "thread", 1)
+    group.ended_counts.update(counts)
+    group.closed = True
+    return group
 
 
 def test_seconds_read_well():
     assert render.seconds(0.123) == "0.12 s"
     assert render.seconds(12.34) == "12.3 s"
     assert render.seconds(185) == "3 min 05 s"
+    assert render.ticking_seconds(12.34) == "12 s"
 
 
-def test_future_html_escapes_call_backend_worker_and_result():
-    future = Future()
-    future.set_result(EVIL)
-    html = render.future_live_html(_record(), future)
-    assert "<script" not in html and "&lt;script&gt;" in html
-    static = render.future_static_html(_record())
-    assert "<script" not in static
-
-
-def test_failures_and_panel_parts_escape_user_data():
-    failure = render.failure_details(Failure(EVIL, EVIL))
-    assert "<script" not in failure and failure.count("&lt;script&gt;") == 2
-    table = render.panel_table_html([_record(state="failed")])
-    assert "<script" not in table and "[3]" in table
-    details = render.panel_details_html(
-        {EVIL: {"dashboard": "http://127.0.0.1:1/status", "note": EVIL}}
+def test_fallbacks_carry_the_outcome_and_no_timings():
+    done = _call(outcome="49", ended=1.0, started=0.5)
+    assert render.call_text(done) == f"<LiveFuture {EVIL}() on {EVIL}: finished → 49>"
+    failed = _call("failed", failure=Failure("ValueError: bad", "tb", "tb"))
+    assert render.call_text(failed).endswith("failed: ValueError: bad>")
+    group = _group({"finished": 5, "failed": 2, "cancelled": 1})
+    assert render.group_text(group) == (
+        "<map_tasks square × 8 on thread: 5 finished, 2 failed, 1 cancelled>"
     )
-    assert "<script" not in details
-    assert '<a href="http://127.0.0.1:1/status" target="_blank">' in details
+    timing = re.compile(r"\d s\b|ETA|/s\b")
+    assert not timing.search(render.group_static_html(group))
+    assert not timing.search(render.call_static_html(done))
+    assert timing.search(render.group_live_html(group))
+
+
+def test_a_group_shows_each_outcome_apart():
+    group = _group({"finished": 6, "failed": 2})
+    assert group.state == "failed"
+    html = render.group_live_html(group)
+    assert "✖ failed" in html and "2 failed" in html
+    segments = render.bar(group)
+    assert 'title="6 finished"' in segments and 'title="2 failed"' in segments
+    interrupted = _group({"finished": 19, "cancelled": 21})
+    assert interrupted.state == "cancelled"
+    assert render.group_text(interrupted).endswith("19 finished, 21 cancelled>")
+
+
+def test_html_escapes_every_piece_of_user_data():
+    failed = _call("failed", failure=Failure(EVIL, EVIL, EVIL + "more"))
+    for html in (render.call_live_html(failed), render.call_static_html(failed)):
+        assert "<script" not in html and "&lt;script&gt;" in html
+    table = render.panel_table_html([failed])
+    assert "<script" not in table and "[3]" in table
+    details = render.panel_details_html({EVIL: {"dashboard": "http://127.0.0.1:1/", "x": EVIL}})
+    assert "<script" not in details and '<a href="http://127.0.0.1:1/"' in details
     assert "<a" not in render.panel_details_html({"x": {"link": "javascript:alert(1)"}})
+
+
+def test_a_failure_shows_the_user_s_frames_and_keeps_the_whole_traceback():
+    def users_function():
+        raise ValueError("deep inside")
+
+    try:
+        users_function()
+    except ValueError as error:
+        failure = Failure.of(error)
+    assert failure.summary == "ValueError: deep inside"
+    assert "users_function" in failure.traceback and "users_function" in failure.full
+
+
+def test_text_of_objects_whose_repr_raises_anything():
+    class Nasty:
+        def __repr__(self):
+            raise KeyboardInterrupt
+
+    assert safe_repr(Nasty()) == "<Nasty object, repr failed>"
+    assert call_text("f", (Nasty(), 1), {"y": "x" * 100}).startswith("f(<Nasty object")
+    assert len(call_text("f", ("x" * 1000,), {})) <= 60

@@ -43,7 +43,7 @@ def test_help_is_generated_from_the_arguments(ip, capsys):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("", "Name a command: start, use, submit, panel, status, backends or stop"),
+        ("", "Name a command: start, use, submit, restart, panel, status, backends or stop"),
         ("launch", "invalid choice: 'launch'"),
         ("use thread", "No daglite session is open; start one with %daglite start"),
         ("stop", "No daglite session is open"),

@@ -1,359 +1,225 @@
-"""The task state machine and records, in plain Python (no IPython)."""
+"""The model of calls, in plain Python (no IPython): every kind of event, counts, bounds."""
 
 from __future__ import annotations
 
-import os
+import gc
 import threading
+import uuid
+import weakref
 from concurrent.futures import Future
 
 import pytest
 
-from daglite_nb.tracking import FOLD_AT
-from daglite_nb.tracking import FanOut
+from daglite_nb._text import Failure
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import LiveFutureGroup
-from daglite_nb.tracking import TaskGroup
 from daglite_nb.tracking import Tracker
-
-
-def _submit(tracker, name="work", args=(1,), kwargs=None, map_index=None, direct=True, group=None):
-    """Submit as dnb.submit (direct) or daglite's map_tasks do, to a backend elsewhere."""
-    record = tracker.new_record(name, args, kwargs or {}, "thread", map_index, group, direct)
-    inner = Future()
-    live = record.live_future = LiveFuture(record, tracker) if direct else None
-    tracker.track(inner, record, ends_here=False)
-    return live or inner, inner
 
 
 def _nonzero(counts):
     return {state: count for state, count in counts.items() if count}
 
 
-def _start(tracker, future):
-    tracker.on_started("started", {"id": future.record.id, "thread": "w-1", "pid": 0, "at": 1.0})
+def _submit(tracker, name="work", map_index=None, func=None, group=None, text=None):
+    """A call submitted to a backend elsewhere (its end comes from its Future too)."""
+    call = tracker.submitted(name, "process", None, map_index, func, group, text)
+    inner = Future()
+    call.future = inner
+    inner.add_done_callback(lambda f: tracker.settle(call, f))
+    return call, inner
 
 
-def test_pending_running_finished():
+def _start(tracker, call, task_id=None, name=None, parent=None, index=None):
+    task_id = task_id or uuid.uuid4()
+    tracker.started(call.id if call else None, task_id, name or "work", "pid 7", parent, index)
+    return task_id
+
+
+def test_a_submitted_call_goes_pending_running_finished():
     tracker = Tracker()
-    future, inner = _submit(tracker, kwargs={"y": 2})
-    assert future.state == "pending" and future.record.call == "work(1, y=2)"
-    _start(tracker, future)
-    assert future.state == "running" and future.worker == "pid 0"
-    inner.set_result(42)
-    assert future.state == "finished" and future.result() == 42
+    call, inner = _submit(tracker, text="work(1, y=2)")
+    assert call.state == "pending" and tracker.counts["pending"] == 1
+    task = _start(tracker, call, name="work")
+    assert call.state == "running" and call.worker == "pid 7" and call.task_id == task
+    tracker.finished(task)  # a worker's report carries no result
+    inner.set_result(42)  # the Future brings it
+    assert call.state == "finished" and call.outcome == "42"
     assert _nonzero(tracker.counts) == {"finished": 1}
-    assert not tracker.busy and tracker.recent == [future.record]
+    assert not tracker.busy and list(tracker.recent) == [call]
 
 
-def test_start_report_from_this_process_names_the_thread():
+def test_the_future_ends_a_call_that_no_hook_ended():
     tracker = Tracker()
-    future, _ = _submit(tracker)
-    report = {"id": future.record.id, "thread": "w-1", "pid": os.getpid(), "at": 1.0}
-    tracker.on_started("started", report)
-    assert future.state == "running" and future.worker == "w-1"
+    lost, inner = _submit(tracker)
+    _start(tracker, lost)
+    inner.set_exception(RuntimeError("the worker died"))
+    assert lost.state == "failed" and lost.failure.summary == "RuntimeError: the worker died"
+    cancelled, inner = _submit(tracker)
+    assert tracker.cancel(cancelled) and cancelled.state == "cancelled"
+    assert _nonzero(tracker.counts) == {"failed": 1, "cancelled": 1}
 
 
-def test_failure_and_cancel_and_late_start_report():
+def test_a_late_start_report_changes_nothing():
     tracker = Tracker()
-    failing, inner = _submit(tracker)
-    inner.set_exception(ValueError("no"))
-    assert failing.state == "failed"
-    with pytest.raises(ValueError, match="no"):
-        failing.result()
-    _start(tracker, failing)  # a report that arrives after the end changes nothing
-    assert failing.state == "failed"
-    cancelled, _ = _submit(tracker)
-    assert cancelled.cancel() and cancelled.cancelled() and cancelled.state == "cancelled"
-    assert cancelled.cancel(), "cancelling twice still says cancelled, like Future.cancel"
-    assert tracker.counts["failed"] == tracker.counts["cancelled"] == 1
+    call, inner = _submit(tracker)
+    inner.set_result(1)
+    assert tracker.started(call.id, uuid.uuid4(), "work", "pid 7") is None
+    assert call.state == "finished" and _nonzero(tracker.counts) == {"finished": 1}
 
 
-def test_states_never_go_back():
+def test_retries_cache_hits_and_generator_items_are_counted():
     tracker = Tracker()
-    future, inner = _submit(tracker)
-    _start(tracker, future)
-    _start(tracker, future)
-    assert tracker.counts["running"] == 1
+    group = tracker.group("dnb.map", "work", "thread")
+    calls = [_submit(tracker, map_index=i, group=group)[0] for i in range(3)]
+    tasks = [_start(tracker, call, index=i) for i, call in enumerate(calls)]
+    tracker.retried(tasks[0], 1)
+    tracker.retried(tasks[0], 2)
+    tracker.cache_hit(tasks[1])
+    for index in range(4):
+        tracker.iterated(tasks[2], index)
+    for task in tasks:
+        tracker.finished(task)
+    assert (calls[0].attempts, calls[1].cached, calls[2].items) == (2, True, 4)
+    assert (group.retried, group.cached, group.items) == (1, 1, 4)
+    tracker.close(group)
+    assert group.ended and group.state == "finished" and group.counts["finished"] == 3
+
+
+def test_a_call_whose_submission_was_interrupted_can_still_be_cancelled():
+    tracker = Tracker()
+    call = tracker.submitted("work", "thread", None, 0, len)  # no backend Future came back
+    assert tracker.cancel_pending() == 1 and call.state == "cancelled"
+    assert call.group.complete and not tracker.busy
+
+
+def test_map_tasks_items_join_one_group_per_fan_out():
+    tracker = Tracker()
+    first = [_submit(tracker, map_index=i, func=len)[0] for i in range(3)]
+    again = [_submit(tracker, map_index=i, func=len)[0] for i in range(2)]
+    assert first[0].group is first[2].group and again[0].group is not first[0].group
+    assert first[0].group.total == 3 and first[0].group.closed, "a new fan-out closes the last"
+    assert [call.name for call in first] == ["work[0]", "work[1]", "work[2]"]
+    assert again[0].group.label == "work" and not again[0].group.closed
+    tracker.cell_ended()
+    assert again[0].group.closed
+
+
+def test_a_group_is_complete_only_when_its_calls_ended_and_none_can_join():
+    tracker = Tracker()
+    call, inner = _submit(tracker, map_index=0, func=len)
+    group = call.group
+    inner.set_result(1)
+    assert group.complete and group.state == "finished" and not group.ended
+    tracker.cell_ended()
+    assert group.ended
+
+
+def test_calls_that_no_submission_announced_nest_under_their_parent():
+    tracker = Tracker()
+    outer, inner = _submit(tracker, text="outer(3)")
+    outer_task = _start(tracker, outer)
+    nested = [
+        _start(tracker, None, name=f"leaf[{i}]", parent=outer_task, index=i) for i in range(3)
+    ]
+    child = outer.children["leaf"]
+    assert child.total == 3 and child.counts["running"] == 3 and not child.ended
+    tracker.failed(nested[1], Failure("ValueError: no", "tb", "full"))
+    for task in (nested[0], nested[2]):
+        tracker.finished(task)
+    assert child.complete and child.state == "failed" and child.failures[0].summary.startswith("V")
+    assert not child.ended, "its owner still runs"
     inner.set_result(None)
-    assert _nonzero(tracker.counts) == {"finished": 1}
+    assert child.ended and outer.state == "finished"
 
 
-def test_running_futures_cannot_be_cancelled():
+def test_gathered_calls_form_a_group_and_workflow_calls_join_their_run():
     tracker = Tracker()
-    future, inner = _submit(tracker)
-    inner.set_running_or_notify_cancel()
-    assert not future.cancel() and future.state == "pending"
+    tasks = [_start(tracker, None, name=f"fetch[{i}]", index=i) for i in range(3)]
+    group = tracker._by_task[tasks[0]].group
+    assert group.kind == "gather_tasks" and group.total == 3
+    session = uuid.uuid4()
+    tracker.workflow_started(session, "pipeline")
+    tracker.started(None, uuid.uuid4(), "load", "MainThread", session=session)
+    tracker.workflow_ended(session)
+    workflow = tracker._open[-1][0]
+    assert workflow.kind == "workflow" and workflow.children["load"].total == 1
 
 
-def test_call_text_is_shortened():
+def test_counts_stay_honest_when_many_threads_change_calls_at_once():
     tracker = Tracker()
-    future, _ = _submit(tracker, args=("x" * 500, list(range(100))))
-    assert future.record.call == "work('xxxxxxxxx...xxxxxxxxxx', [0, 1, 2, 3, ...])"
-    many, _ = _submit(tracker, args=tuple(range(40)))
-    assert len(many.record.call) == 60 and many.record.call.endswith("…")
+    group = tracker.group("dnb.map", "work", "thread")
+    calls = [_submit(tracker, map_index=i, group=group) for i in range(4000)]
 
-
-def test_detail_is_bounded_and_counts_are_not():
-    tracker = Tracker(recent=50)
-    for _ in range(2000):
-        _, inner = _submit(tracker)
-        inner.set_result(None)
-    assert not tracker.busy and len(tracker.recent) == 50
-    assert tracker.counts["finished"] == 2000
-
-
-def test_map_indexed_calls_form_automatic_groups():
-    tracker = Tracker()
-    seen = []
-    tracker.on_fan_out = seen.append
-    first = [_submit(tracker, map_index=i, direct=False) for i in range(3)]
-    second = [_submit(tracker, map_index=i, direct=False) for i in range(2)]
-    tracker.apply()
-    assert [g.total for g in seen] == [3, 2]
-    # daglite's own futures come back as they are; the tracker follows them.
-    assert all(type(future) is Future for future, _ in first + second)
-    for _, inner in first:
-        inner.set_result(None)
-    tracker.apply()  # readers of groups apply first (widgets and the panel do)
-    assert seen[0].done == 3 and seen[0].ended is not None and seen[1].done == 0
-    assert tracker.counts["finished"] == 3 and tracker.counts["pending"] == 2
-
-
-def test_a_nested_fan_out_leaves_the_outer_one_whole():
-    # map_tasks inside a task that runs inline: the inner fan-out opens between two outer items.
-    tracker = Tracker()
-    outer = tracker.new_record("outer", (0,), {}, "inline", 0)
-    nested = [tracker.new_record("inner", (i,), {}, "inline", i) for i in range(2)]
-    outer_next = tracker.new_record("outer", (1,), {}, "inline", 1)
-    assert outer.group is outer_next.group and outer.group.total == 2
-    assert nested[0].group is nested[1].group and nested[0].group.total == 2
-
-
-def test_group_counts_failures_and_end():
-    tracker = Tracker()
-    group = TaskGroup("work", "thread")
-    pairs = [_submit(tracker, map_index=i, group=group) for i in range(5)]
-    for index, (_, inner) in enumerate(pairs):
-        if index < 4:
-            inner.set_exception(RuntimeError(str(index)))
-        else:
-            inner.set_result(index)
-    tracker.apply()
-    assert group.total == group.done == 5 and group.ended is not None
-    assert group.counts["failed"] == 4 and len(group.failures) == 3
-    assert group.failures[0].summary == "RuntimeError: 0"
-    assert group.failures[0].traceback == "RuntimeError: 0\n"  # never raised: no frames
-    futures = LiveFutureGroup(group, [f for f, _ in pairs])
-    assert len(futures) == 5 and futures[4].result() == 4
-    with pytest.raises(RuntimeError, match="0"):
-        futures.results()
-
-
-def test_direct_calls_raise_the_original_exception():
-    from daglite.exceptions import TaskError
-
-    tracker = Tracker()
-    direct, inner = _submit(tracker)
-    try:
-        raise TaskError("Task failed") from KeyError("original")
-    except TaskError as error:
-        inner.set_exception(error)
-    with pytest.raises(KeyError, match="original"):
-        direct.result()
-    wrapped, inner = _submit(tracker, direct=False)
-    inner.set_exception(TaskError("kept"))
-    with pytest.raises(TaskError):
-        wrapped.result()
-
-
-def test_concurrent_transitions_lose_no_count():
-    tracker = Tracker()
-
-    def worker():
-        for _ in range(500):
-            future, inner = _submit(tracker)
-            _start(tracker, future)
+    def run(part):
+        for call, inner in part:
+            _start(tracker, call)
             inner.set_result(None)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    threads = [threading.Thread(target=run, args=(calls[i::8],)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
     assert _nonzero(tracker.counts) == {"finished": 4000}
+    assert group.counts["finished"] == 4000 and group.done == group.total == 4000
 
 
-def test_listeners_are_told_once_per_apply():
+def test_shutting_gives_every_live_call_its_final_word():
     tracker = Tracker()
-    told = []
-    signals = []
-    tracker.on_events = lambda: signals.append(1)
-    group = TaskGroup("work", "thread", tracker)
-    group.listen(lambda: told.append("group"))
-    pairs = [_submit(tracker, map_index=i, group=group) for i in range(100)]
-    for _, inner in pairs:
+    waiting, _ = _submit(tracker)
+    running, _ = _submit(tracker)
+    _start(tracker, running)
+    group = tracker.group("map_tasks", "work", "thread")
+    tracker.shut("the kernel shut down")
+    assert waiting.state == running.state == "cancelled"
+    assert waiting.reason == "the kernel shut down"
+    assert running.reason == "the kernel shut down while it ran"
+    assert group.closed and tracker.started(None, uuid.uuid4(), "late", "w") is None
+
+
+def test_a_live_future_gets_the_outcome_and_raises_the_task_s_own_error():
+    tracker = Tracker()
+    call, inner = _submit(tracker, text="work()")
+    future = call.live_future = LiveFuture(call, tracker)
+    from daglite.exceptions import TaskError
+
+    error = ValueError("bad")
+    wrapped = TaskError("Task 'work' failed")
+    wrapped.__cause__ = error
+    inner.set_exception(wrapped)
+    with pytest.raises(ValueError, match="bad"):
+        future.result()
+    assert future.state == "failed" and call.failure.summary == "ValueError: bad"
+
+
+def test_cancelling_a_live_future_cancels_the_backend_future():
+    tracker = Tracker()
+    call, inner = _submit(tracker, text="work()")
+    future = call.live_future = LiveFuture(call, tracker)
+    assert future.cancel() and future.cancelled() and inner.cancelled()
+    assert call.state == "cancelled"
+    group = LiveFutureGroup(tracker.group("dnb.map", "work", "thread"), [future])
+    assert len(group) == 1 and group[0] is future
+
+
+def test_an_ended_call_keeps_text_not_objects():
+    tracker = Tracker()
+
+    class Big:
+        pass
+
+    big = Big()
+    call, inner = _submit(tracker, text="work(<Big>)")
+    inner.set_result(big)
+    kept = weakref.ref(big)
+    del big, inner
+    gc.collect()
+    assert kept() is None, "the tracker holds no result"
+    assert call.future is None and call.outcome.startswith("<")
+
+
+def test_the_tracker_keeps_a_bounded_tail_of_ended_calls():
+    tracker = Tracker(recent=5)
+    for _ in range(20):
+        _, inner = _submit(tracker)
         inner.set_result(None)
-    assert signals == [1], "one signal until the tracker applies"
-    assert told == [] and group.done == 100, "counts change at once, listeners wait"
-    tracker.apply()
-    assert told == ["group"]
-    _submit(tracker)
-    assert signals == [1], "nobody watches single calls"
-    tracker.listen(lambda: told.append("tracker"))
-    _submit(tracker)
-    assert signals == [1, 1], "the tracker's listeners (the panel) watch every call"
-
-
-def test_a_submit_that_raises_ends_its_record_as_failed():
-    from daglite.backends.base import Backend
-
-    from daglite_nb._daglite import SubmitContext
-    from daglite_nb.backends import tracked_backend
-
-    class Broken(Backend):
-        name = "broken"
-
-        def _submit(self, func, args, kwargs, *, context):
-            raise RuntimeError("pool is broken")
-
-    tracker = Tracker()
-    backend = tracked_backend(Broken, tracker, "broken")()
-    with pytest.raises(RuntimeError, match="pool is broken"):
-        backend._submit(len, ((),), {}, context=SubmitContext(map_index=None))
-    assert _nonzero(tracker.counts) == {"failed": 1} and not tracker.busy
-
-
-def test_running_counts_follow_starts_and_ends_per_fan_out():
-    tracker = Tracker()
-    group = TaskGroup("work", "thread", tracker)
-    pairs = [_submit(tracker, map_index=i, group=group) for i in range(5)]
-    for future, _ in pairs[:3]:
-        _start(tracker, future)
-    tracker.apply()  # as the flusher does before a refresh: starts are counted then
-    assert group.counts["running"] == 3 and group.counts["pending"] == 2
-    pairs[0][1].set_result(None)
-    pairs[3][1].set_result(None)  # never reported as started: pending -> finished
-    assert group.counts == {
-        "pending": 1,
-        "running": 2,
-        "finished": 2,
-        "failed": 0,
-        "cancelled": 0,
-    }
-    assert tracker.counts["running"] == 2 and tracker.counts["pending"] == 1
-    for _, inner in pairs[1:3] + pairs[4:]:
-        inner.set_result(None)
-    tracker.apply()
-    assert group.counts["finished"] == 5 and tracker.counts["running"] == 0
-    assert tracker._running == {}, "a fan-out that ended leaves nothing behind"
-
-
-# region Fan-outs that run here
-
-
-def _tracked(backend_name, recent=50):
-    """A tracker, the fan-outs it opens, and a started notebook backend whose calls it records."""
-    from daglite_nb import _local
-    from daglite_nb.backends import tracked_backend
-
-    backend_class = {"inline": _local.NotebookInlineBackend, "thread": _local.NotebookThreadBackend}
-    tracker = Tracker(recent=recent)
-    opened = []
-    tracker.on_fan_out = opened.append
-    backend = tracked_backend(backend_class[backend_name], tracker, backend_name)()
-    backend.start(None)
-    return tracker, opened, backend
-
-
-def _map(backend, func, items):
-    """Submit as daglite's `map_tasks` does: one callable, map indexes in order."""
-    return [backend.submit(func, (item,), map_index=i) for i, item in enumerate(items)]
-
-
-def test_map_calls_that_run_here_keep_their_state_in_the_fan_out():
-    tracker, opened, backend = _tracked("inline", recent=4)
-    seen_inside = []
-
-    def work(x):
-        if x == 3:
-            raise ValueError("three")
-        shown = tracker.latest(1)[0]  # the panel's view of the call that runs now
-        seen_inside.append((shown.call, shown.state, shown.map_index, shown.worker))
-        return x * 2
-
-    futures = _map(backend, work, range(5))
-    assert [type(fan_out) for fan_out in opened] == [FanOut], "one fan-out, no record per call"
-    assert seen_inside[1] == ("work(1)", "running", 1, threading.current_thread().name)
-    assert [f.result() for f in futures[:3]] == [0, 2, 4]
-    assert isinstance(futures[3].exception(), ValueError)
-    tracker.apply()
-    fan_out = opened[0]
-    assert _nonzero(fan_out.counts) == {"finished": 4, "failed": 1}
-    assert fan_out.failures[0].summary == "ValueError: three"
-    assert _nonzero(tracker.counts) == {"finished": 4, "failed": 1} and not tracker.busy
-    assert fan_out.args == fan_out.futures == {}, "nothing kept once all ended"
-    last = tracker.recent  # bounded detail, in the order the calls ended
-    assert [r.map_index for r in last] == [1, 2, 3, 4] and last[2].state == "failed"
-    assert last[-1].call == "work(4)" and last[-1].ended >= last[-1].started >= fan_out.created
-
-    backend.submit(work, (9,), map_index=9)  # not the fan-out's next call: a record of its own
-    assert tracker.recent[-1].group is None and tracker.recent[-1].call == "work(9)"
-    assert backend.submit(_double, (), {"x": 2}, map_index=0).result() == 4  # a new fan-out
-    tracker.apply()
-    assert tracker.recent[-1].group is opened[1] and tracker.recent[-1].call == "_double(x=2)"
-
-
-def test_pending_fan_out_calls_are_cancelled_and_never_run():
-    tracker, opened, backend = _tracked("thread")
-    gate = threading.Event()
-    ran = []
-
-    def work(x):
-        ran.append(x)
-        gate.wait(30)
-        return x
-
-    futures = _map(backend, work, range(40))
-    try:
-        shown = tracker.latest(40)
-        assert sorted(r.map_index for r in shown) == list(range(40))
-        assert {r.state for r in shown} <= {"pending", "running"}
-        cancelled = tracker.cancel_pending()
-    finally:
-        gate.set()
-    assert cancelled == sum(f.cancelled() for f in futures) > 0
-    assert [f.result() for f in futures if not f.cancelled()] == sorted(ran)
-    assert not set(ran) & {i for i, f in enumerate(futures) if f.cancelled()}
-    tracker.apply()
-    assert _nonzero(tracker.counts) == {"finished": 40 - cancelled, "cancelled": cancelled}
-    assert opened[0].done == 40 and not tracker.busy
-    backend.stop()
-
-
-def test_fan_outs_of_many_threads_lose_no_count():
-    tracker, opened, backend = _tracked("thread")
-    results = []
-
-    def mapper():
-        results.append([f.result() for f in _map(backend, _double, range(300))])
-
-    threads = [threading.Thread(target=mapper) for _ in range(4)]
-    [thread.start() for thread in threads]
-    [thread.join() for thread in threads]
-    assert results == [[2 * i for i in range(300)]] * 4
-    tracker.apply()
-    assert [fan_out.done for fan_out in opened] == [300] * 4, "one fan-out per thread"
-    assert _nonzero(tracker.counts) == {"finished": 1200}
-    backend.stop()
-
-
-def test_without_a_flusher_ended_calls_are_counted_in_bounded_batches():
-    tracker, opened, backend = _tracked("inline")
-    _map(backend, _double, range(3 * FOLD_AT))  # nobody calls apply() meanwhile
-    fan_out = opened[0]
-    assert fan_out.waiting_ends < FOLD_AT and len(fan_out.args) < FOLD_AT
-    assert fan_out.done > FOLD_AT
-
-
-def _double(x):
-    return 2 * x
+    assert len(tracker.recent) == 5 and tracker.counts["finished"] == 20
+    assert [c.state for c in tracker.latest(3)] == ["finished"] * 3

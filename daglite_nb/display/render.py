@@ -221,12 +221,13 @@ def _group_html(group: Group, live: bool) -> str:
 
 def bar(group: Group, width: int = 240) -> str:
     """A bar with one segment per outcome (and the running calls), so failures show at a glance."""
-    total = max(group.total, 1)
+    counts = group.counts
+    total = max(sum(counts.values()), 1)
     segments = "".join(
         f'<span title="{count} {state}" style="display:inline-block;height:100%;'
         f'width:{100 * count / total:.2f}%;background:{STYLE[state][1]}"></span>'
         for state in (FINISHED, FAILED, CANCELLED, RUNNING)
-        if (count := group.counts[state])
+        if (count := counts[state])
     )
     return (
         f'<span class="daglite-nb-bar" style="display:inline-flex;width:{width}px;height:10px;'

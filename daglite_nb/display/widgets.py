@@ -31,15 +31,14 @@ class UnitView:
         self.unit = unit
         self.line = widgets.HTML(self._live_html())
         self.cancel: widgets.Button | None = None
-        parts: list[widgets.Widget] = [self.line]
+        self.widget: widgets.Widget = self.line
         if isinstance(unit, Call) and tracker is not None:
             self.cancel = widgets.Button(
                 description="cancel", icon="stop", tooltip="Cancel this task if it has not started"
             )
             self.cancel.layout.width = "auto"
             self.cancel.on_click(lambda _: tracker.cancel(unit))  # type: ignore[arg-type]
-            parts.append(self.cancel)
-        self.widget = widgets.HBox(parts)
+            self.widget = widgets.HBox([self.line, self.cancel])
         self.display_id = uuid.uuid4().hex
         self._context = contextvars.copy_context()
         self._show_cancel()
