@@ -645,7 +645,7 @@ class Tracker:
                     group.running -= 1
             call.state, call.ended = state, time.time()
             call.outcome, call.failure, call.reason = outcome, failure, reason
-            call.future = None  # the backend's Future goes, with the result it holds
+            call.future = call.live_future = None  # Futures go, with the results they hold
             self.ended_counts[state] += 1
             if call.task_id is not None:
                 self._by_task.pop(call.task_id, None)
@@ -746,9 +746,10 @@ class Tracker:
             groups = [group for group, _ in self._open] + workflows
             self._open = []
         for call in calls:
-            if self.ended(call, CANCELLED, reason=f"{reason} while it ran"):
-                if call.live_future is not None:
-                    call.live_future.take_cancel()
+            live_future = call.live_future
+            ended = self.ended(call, CANCELLED, reason=f"{reason} while it ran")
+            if ended and live_future is not None:
+                live_future.take_cancel()
         for group in groups:
             group.closed = True
 

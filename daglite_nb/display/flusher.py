@@ -63,13 +63,21 @@ class Flusher:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            with self._lock:
-                views = list(self._views)
-                if not views:
-                    self._wake.clear()
-                    continue
-            self._refresh(views)
-            time.sleep(self.interval)  # the pace of refreshes, not a wait for anything
+            if self._tick():
+                time.sleep(self.interval)  # the pace of refreshes, not a wait for anything
+
+    def _tick(self) -> bool:
+        """Refresh every live view once; return whether there were any.
+
+        Its own frame, so that no view outlives its last refresh in a local variable.
+        """
+        with self._lock:
+            views = list(self._views)
+            if not views:
+                self._wake.clear()
+                return False
+        self._refresh(views)
+        return True
 
 
 def _refresh_one(view: View) -> bool:

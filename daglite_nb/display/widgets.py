@@ -69,9 +69,8 @@ class UnitView:
         self._show_cancel()
         if not self._ended():
             return True
-        self._context.copy().run(
-            update_display, self.bundle(), raw=True, display_id=self.display_id
-        )
+        self._context.run(update_display, self.bundle(), raw=True, display_id=self.display_id)
+        self._context = contextvars.Context()  # the cell's context held the session
         return False
 
     def _live_html(self) -> str:
