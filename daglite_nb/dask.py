@@ -42,6 +42,7 @@ from typing import ClassVar
 if importlib.util.find_spec("distributed") is None:
     raise ImportError("the dask backend needs distributed: pip install 'daglite-nb[dask]'")
 
+import cloudpickle
 from daglite.backends.base import Backend
 from daglite.datasets.reporters import DirectDatasetReporter
 from daglite.exceptions import BackendError
@@ -323,6 +324,7 @@ class _Bridge:
     The submitting thread sends every call queued since its last round in one `client.map`
     (and cancels in one `client.cancel`); the collecting thread gathers every finished result
     in one `client.gather`. Worker events arrive on the client's event loop through the topic.
+    No exception ends a thread: a call that cannot be sent, or whose batch fails, fails alone.
     """
 
     def __init__(self, client: Any, setup: _WorkerSetup) -> None:
@@ -333,9 +335,14 @@ class _Bridge:
         self._live: dict[str, _DaskFuture] = {}
         if setup.topic is not None:
             client.subscribe_topic(setup.topic, self._on_event)
+        logging.getLogger("distributed.protocol.pickle").addFilter(_not_from_a_submit_thread)
+        loops = {
+            "submit": (self._commands, self._run_commands),
+            "collect": (self._finished, self._collect),
+        }
         self._threads = [
-            threading.Thread(target=target, name=f"daglite-nb-dask-{name}", daemon=True)
-            for name, target in (("submit", self._submit_loop), ("collect", self._collect_loop))
+            threading.Thread(target=self._serve, args=loop, name=f"{_THREAD}-{name}", daemon=True)
+            for name, loop in loops.items()
         ]
         for thread in self._threads:
             thread.start()
@@ -362,21 +369,41 @@ class _Bridge:
         error = BackendError("The dask backend stopped before this task finished.")
         for future in list(self._live.values()):
             if not future.cancel():
-                with contextlib.suppress(InvalidStateError):
-                    future.set_exception(error)
+                _fail(future, error)
         self._live.clear()
+
+    def _serve(self, source: queue.SimpleQueue[Any], handle: Callable[[list[Any]], None]) -> None:
+        """Hand each batch of *source* to *handle* until the end marker (`None`) comes.
+
+        Whatever *handle* raises fails the batch's calls with the reason, and the loop goes on.
+        """
+        while True:
+            batch = _drain(source)
+            items = [item for item in batch if item is not None]
+            try:
+                handle(items)
+            except Exception as exc:
+                logger.exception("daglite-nb's dask bridge failed on a batch")
+                self._fail_batch(
+                    items, BackendError(f"The dask backend failed on this task: {exc!r}.")
+                )
+            if None in batch:
+                return
+
+    def _fail_batch(self, items: list[Any], error: BackendError) -> None:
+        """Fail the calls of *items*: queued calls, cancelled futures or finished remotes."""
+        for item in items:
+            future = self._live.pop((item[0] if isinstance(item, tuple) else item).key, None)
+            if future is not None:
+                _fail(future, error)
 
     # region Submitting
 
-    def _submit_loop(self) -> None:
-        while True:
-            commands = _drain(self._commands)
-            self._send([c for c in commands if isinstance(c, tuple)])
-            cancelled = [c.remote for c in commands if isinstance(c, _DaskFuture) and c.remote]
-            if cancelled:
-                self._client.cancel(cancelled)
-            if None in commands:
-                return
+    def _run_commands(self, commands: list[Any]) -> None:
+        self._send([c for c in commands if isinstance(c, tuple)])
+        cancelled = [c.remote for c in commands if isinstance(c, _DaskFuture) and c.remote]
+        if cancelled:
+            self._client.cancel(cancelled)
 
     def _send(self, queued: list[tuple[_DaskFuture, _DaskCall]]) -> None:
         calls = []
@@ -385,6 +412,12 @@ class _Bridge:
                 self._live.pop(future.key, None)
             else:
                 calls.append((future, call))
+        try:
+            self._map(calls)
+        except Exception:  # one call Dask cannot serialize fails its whole batch: send the rest
+            self._map(self._serializable(calls))
+
+    def _map(self, calls: list[tuple[_DaskFuture, _DaskCall]]) -> None:
         if not calls:
             return
         remotes = self._client.map(
@@ -396,39 +429,79 @@ class _Bridge:
             if future.cancelled():  # cancelled while being sent: its command came too early
                 self._client.cancel([remote])
 
+    def _serializable(
+        self, calls: list[tuple[_DaskFuture, _DaskCall]]
+    ) -> list[tuple[_DaskFuture, _DaskCall]]:
+        """Return the calls Dask can serialize (with cloudpickle); fail the others with why."""
+        serializable = []
+        for future, call in calls:
+            try:
+                cloudpickle.dumps(call)
+            except Exception as exc:
+                self._live.pop(future.key, None)
+                name = _daglite.task_name(call.func)
+                reason = str(exc).rstrip(".")
+                _fail(future, TypeError(f"Dask cannot send {name}(...) to its workers: {reason}."))
+            else:
+                serializable.append((future, call))
+        return serializable
+
     # region Collecting
 
-    def _collect_loop(self) -> None:
-        while True:
-            remotes = _drain(self._finished)
-            self._collect([r for r in remotes if r is not None])
-            if None in remotes:
-                return
-
     def _collect(self, remotes: list[Any]) -> None:
-        finished = [remote for remote in remotes if remote.status == "finished"]
-        lost: Exception | None = None
-        try:
-            values = self._client.gather(finished)
-        except Exception as exc:  # results lost with a worker, or the client closing
-            values, lost = [], exc
-        results = {remote.key: value for remote, value in zip(finished, values, strict=False)}
+        results = self._gather([remote for remote in remotes if remote.status == "finished"])
         for remote in remotes:
             future = self._live.pop(remote.key, None)
             if future is not None:
                 future.remote = None  # the cluster may forget the task and its result now
-                _settle(future, remote, results, lost)
+                _settle(future, remote, results)
+
+    def _gather(self, finished: list[Any]) -> dict[str, Any]:
+        """Return the results of the *finished* remotes by key (`_Unfetched` for those lost)."""
+        try:
+            return dict(zip([r.key for r in finished], self._client.gather(finished), strict=True))
+        except Exception:  # a result lost with its worker, or not serializable: fetch each alone
+            return {remote.key: self._gather_one(remote) for remote in finished}
+
+    def _gather_one(self, remote: Any) -> Any:
+        try:
+            return self._client.gather(remote)
+        except Exception as exc:
+            name = remote.key.rpartition("-")[0]
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+            return _Unfetched(
+                BackendError(f"Dask could not return the result of {name}(...): {reason}.")
+            )
 
     # region Events
 
     def _on_event(self, event: tuple[float, bytes]) -> None:
-        """Handle one worker event (on the client's event loop, before the task's result)."""
-        key, event_type, data = pickle.loads(event[1])
-        future = self._live.get(key)
-        if future is not None and not (future.running() or future.done()):
-            with contextlib.suppress(RuntimeError):  # settled meanwhile (stop)
-                future.set_running_or_notify_cancel()
-        self.setup.reporter.report(event_type, data)
+        """Handle one worker event (on the client's event loop, before the task's result).
+
+        Nothing may escape: an exception would end the client's stream from the scheduler.
+        """
+        try:
+            key, event_type, data = pickle.loads(event[1])
+            future = self._live.get(key)
+            if future is not None and not (future.running() or future.done()):
+                with contextlib.suppress(RuntimeError):  # settled meanwhile (stop)
+                    future.set_running_or_notify_cancel()
+            self.setup.reporter.report(event_type, data)
+        except Exception:
+            logger.exception("daglite-nb could not handle a Dask worker event")
+
+
+_THREAD = "daglite-nb-dask"
+"""The prefix of the bridge's thread names."""
+
+
+def _not_from_a_submit_thread(record: logging.LogRecord) -> bool:
+    """Drop Dask's "Failed to serialize" records from a bridge's submitting thread.
+
+    The call's future carries that error, and a log record printed from a background thread
+    would land in whichever cell runs at that moment.
+    """
+    return record.threadName != f"{_THREAD}-submit"
 
 
 def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
@@ -441,22 +514,36 @@ def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
             return items
 
 
-def _settle(future: _DaskFuture, remote: Any, results: dict[str, Any], lost: Any) -> None:
+def _fail(future: Future[Any], error: BaseException) -> None:
+    """Fail *future* with *error* unless it has settled (or been cancelled) meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+@dataclass(frozen=True)
+class _Unfetched:
+    """The result of a finished Dask task that could not be brought back, and why."""
+
+    error: BaseException
+
+
+def _settle(future: _DaskFuture, remote: Any, results: dict[str, Any]) -> None:
     """Give *future* the outcome of its finished Dask task *remote*.
 
     Args:
         future: The task's Future (it may have been cancelled meanwhile).
         remote: The task's `distributed.Future`, done.
-        results: Gathered results, by key.
-        lost: Why results could not be gathered, if they could not.
+        results: Gathered results (or `_Unfetched`) of the finished tasks, by key.
     """
     with contextlib.suppress(InvalidStateError):
         if remote.key in results:
-            future.set_result(results[remote.key])
+            outcome = results[remote.key]
+            if isinstance(outcome, _Unfetched):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
         elif remote.status == "error":
             future.set_exception(remote.exception().with_traceback(remote.traceback()))
-        elif remote.status == "finished":
-            future.set_exception(lost)
         elif not future.cancel():
             future.set_exception(BackendError(f"Dask cancelled task {remote.key!r}."))
 

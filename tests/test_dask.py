@@ -12,6 +12,7 @@ import time
 
 import psutil
 import pytest
+from daglite.exceptions import BackendError
 
 from kernel import SESSION_END_PROBE
 from kernel import background_map
@@ -145,6 +146,66 @@ def test_map_live_states_cancel_and_failure_on_a_local_cluster(kernel, tmp_path)
 
     assert "daglite session stopped" in kernel.ok("%daglite stop").stdout
     assert wait_gone(pids, timeout=5) == []
+
+
+LOGGED = """
+import logging
+
+class Logged(logging.Handler):
+    def emit(self, record):
+        logged.append(record.getMessage())
+
+logged = []  # what Dask logs: printed from a background thread, it would land in some cell
+logging.getLogger("distributed").addHandler(Logged(logging.WARNING))
+"""
+
+
+def _unsendable(kind: str) -> str:
+    """The repr of the error of a call of `square` whose argument is of an unpicklable *kind*."""
+    reason = f"cannot pickle {kind!r} object"
+    return repr(TypeError(f"Dask cannot send square(...) to its workers: {reason}."))
+
+
+def test_a_call_dask_cannot_send_fails_at_once_and_later_calls_work(kernel):
+    _start_dask(kernel)
+    kernel.ok(LOGGED)
+    kernel.ok(
+        "import threading\n"
+        "locked = dnb.submit(square, threading.Lock())\n"
+        "mixed = dnb.map(square, [1, (i for i in range(3)), 3])"
+    )
+    # 60 s: far longer than any send takes; the future of a lost call never settles.
+    assert kernel.eval("repr(locked.exception(timeout=60))", timeout=90) == _unsendable(
+        "_thread.lock"
+    )
+    assert kernel.eval("[repr(f.exception(timeout=60)) for f in mixed]", timeout=90) == [
+        "None",
+        _unsendable("generator"),
+        "None",
+    ]
+    assert kernel.eval("[mixed[0].result(), mixed[2].result()]") == [1, 9]
+    result = kernel.run("map_tasks(square, [2, threading.Lock()])", timeout=90)
+    assert result.error and repr(TypeError(result.error["evalue"])) == _unsendable("_thread.lock")
+    assert kernel.eval("logged") == []
+
+    # A result Dask cannot send back fails its own call only (Dask's client logs it, though).
+    kernel.ok(
+        "@task\n"
+        "def generator_at(x):\n"
+        "    return (i for i in range(x)) if x == 2 else x\n"
+        "returned = dnb.map(generator_at, [1, 2, 3])"
+    )
+    unreturnable = "Dask could not return the result of generator_at(...): " + (
+        "Could not serialize object of type generator."
+    )
+    assert kernel.eval("[repr(f.exception(timeout=60)) for f in returned]", timeout=90) == [
+        "None",
+        repr(BackendError(unreturnable)),
+        "None",
+    ]
+    assert kernel.eval("map_tasks(square, range(10))") == [x * x for x in range(10)]
+    bridge = "sorted(t.name for t in threading.enumerate() if t.name.startswith('daglite-nb-dask'))"
+    assert kernel.eval(bridge) == ["daglite-nb-dask-collect", "daglite-nb-dask-submit"]
 
 
 def test_only_loopback_listens(kernel):
