@@ -286,7 +286,93 @@ def test_sigkill_of_the_kernel_leaves_no_cluster_process(kernel, tmp_path):
     pids = _start_dask(kernel)
     _keep_workers_busy(kernel, tmp_path)
     kill(kernel.pid)
-    assert wait_gone(pids, timeout=10) == []
+    assert wait_gone(pids, timeout=5) == []
+
+
+# region Starting
+
+
+HOLD_AT_START = """
+import os, sys, time
+print(f"worker {os.getpid()} waits for the gate", file=sys.stderr, flush=True)
+open(os.path.join(DIRECTORY, f"starting-{os.getpid()}"), "w").close()
+while not os.path.exists(os.path.join(DIRECTORY, "gate")):
+    time.sleep(0.01)
+"""
+"""A Dask worker preload that holds the worker's start until DIRECTORY/gate exists."""
+
+
+def _hold_worker_starts(kernel, tmp_path) -> None:
+    """Make the workers of local clusters started from now on wait for `tmp_path / "gate"`."""
+    preload = tmp_path / "hold_at_start.py"
+    preload.write_text(f"DIRECTORY = {str(tmp_path)!r}\n{HOLD_AT_START}")
+    kernel.ok(
+        f"import os; os.environ['DASK_DISTRIBUTED__WORKER__PRELOAD'] = {str([str(preload)])!r}"
+    )
+
+
+@pytest.mark.parametrize("how", ["sigkill", "restart"])
+def test_the_kernel_ending_while_the_cluster_starts_leaves_no_cluster_process(
+    kernel, tmp_path, how
+):
+    _hold_worker_starts(kernel, tmp_path)
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start --backend thread --dask-workers 2")
+    kernel.ok(  # a map on a thread of its own is the first to use dask
+        "import contextvars, threading\n"
+        "threading.Thread(target=contextvars.copy_context().run, args=(map_tasks, square, [1]),"
+        " kwargs={'backend': 'dask'}, daemon=True).start()"
+    )
+    _wait_for_files(tmp_path, "starting-*", 2)
+    pids = [process.pid for process in kernel.descendants()]
+    assert len(pids) >= 4  # the helper, its resource tracker, two workers (and more)
+    if how == "sigkill":
+        kill(kernel.pid)
+    else:
+        kernel.manager.restart_kernel(now=False)  # returns once the kernel is gone
+    assert wait_gone(pids, timeout=5) == []
+
+
+LOWER_STALL_LIMIT = """
+import glob, threading
+import daglite_nb.dask
+
+def lower_when_held():
+    while len(glob.glob("starting-*")) < 2:
+        time.sleep(0.01)
+    daglite_nb.dask.START_STALL_SECONDS = 1
+
+threading.Thread(target=lower_when_held, daemon=True).start()
+"""
+"""A cell that lowers the stall limit of a start to 1 s once both workers are held."""
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("stalled", "its helper logged nothing for 1 s."),
+        ("killed", "its helper was killed by SIGKILL."),
+    ],
+)
+def test_a_cluster_that_does_not_start_says_why_and_leaves_no_process(
+    kernel, tmp_path, how, reason
+):
+    kernel.ok("import time")
+    if how == "stalled":
+        kernel.ok(LOWER_STALL_LIMIT)
+    _hold_worker_starts(kernel, tmp_path)
+    msg_id = kernel.run("%daglite start --backend dask --dask-workers 2", wait=False)
+    _wait_for_files(tmp_path, "starting-*", 2)
+    pids = [process.pid for process in kernel.descendants()]
+    if how == "killed":
+        kill(psutil.Process(kernel.pid).children()[0].pid)  # the helper
+    result = kernel.collect(msg_id, timeout=120)
+    assert not result.ok
+    error = "UsageError: Backend 'dask' could not start: The local Dask cluster did not start: "
+    assert result.stderr.startswith(f"{error}{reason} Its log ends:\n"), result.stderr
+    assert "waits for the gate" in result.stderr  # what the workers logged
+    assert wait_gone(pids, timeout=5) == []
+    assert kernel.eval("__import__('daglite_nb').session.current()") is None
 
 
 # region External cluster
