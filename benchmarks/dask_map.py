@@ -9,11 +9,19 @@ each way and its ratio to plain `client.map` + `client.gather` of the function:
 - `map_tasks` on the dask backend: daglite's fan-out through daglite-nb (context, events,
   tracking; one progress group, no LiveFutures);
 - `dnb.map(...).results()`: the same with one LiveFuture per call.
+
+With `--start` it times instead how long the backend's local cluster takes to start, against a
+plain `LocalCluster` of the same size with its `Client`, each in a fresh interpreter (imports
+of `distributed` included, daglite-nb's own excluded: a kernel has loaded it), in alternating
+rounds.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -25,6 +33,32 @@ import daglite_nb as dnb
 N = 1_000
 ROUNDS = 7
 WORKERS = 2
+
+PLAIN_START = f"""
+import time
+started = time.perf_counter()
+from distributed import Client, LocalCluster
+cluster = LocalCluster(
+    n_workers={WORKERS},
+    threads_per_worker=1,
+    host="127.0.0.1",
+    dashboard_address="127.0.0.1:0",
+    worker_dashboard_address="127.0.0.1:0",
+)
+client = Client(cluster)
+print(time.perf_counter() - started)
+client.close()
+cluster.close()
+"""
+
+BACKEND_START = f"""
+import time
+import daglite_nb as dnb
+started = time.perf_counter()
+dnb.start(backend="dask", dask_workers={WORKERS})
+print(time.perf_counter() - started)
+dnb.stop()
+"""
 
 
 def inc(x: int) -> int:
@@ -40,7 +74,7 @@ def timed(func: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def compare_fan_outs() -> None:
     session = dnb.start(backend="dask", max_processes=WORKERS)
     try:
         client = session.backend_instance("dask").client
@@ -62,12 +96,41 @@ def main() -> None:
                 times[name].append(timed(way))
     finally:
         dnb.stop()
-    plain = statistics.median(times["plain client.map + gather"])
-    print(f"{N} tasks on {WORKERS} single-threaded workers, {ROUNDS} alternating rounds:")
+    report(f"{N} tasks on {WORKERS} single-threaded workers, {ROUNDS} alternating rounds:", times)
+
+
+def start_time(code: str) -> float:
+    """Run *code* in a fresh interpreter; return the seconds it printed last."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
+def compare_starts() -> None:
+    ways = {"plain LocalCluster + Client": PLAIN_START, "dnb.start(backend='dask')": BACKEND_START}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(ROUNDS):
+        for name, code in ways.items():
+            times[name].append(start_time(code))
+    report(f"Start of a local cluster of {WORKERS} workers, {ROUNDS} alternating rounds:", times)
+
+
+def report(title: str, times: dict[str, list[float]]) -> None:
+    """Print the best and median time of each way, and its ratio to the first way's median."""
+    baseline = statistics.median(next(iter(times.values())))
+    print(title)
     print(f"  {'':28} {'best':>9} {'median':>9}  ratio (median)")
     for name, values in times.items():
         best, median = min(values) * 1e3, statistics.median(values) * 1e3
-        print(f"  {name:28} {best:7.0f}ms {median:7.0f}ms  {median / 1e3 / plain:.2f}x")
+        print(f"  {name:28} {best:7.0f}ms {median:7.0f}ms  {median / 1e3 / baseline:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", action="store_true", help="time the local cluster's start")
+    if parser.parse_args().start:
+        compare_starts()
+    else:
+        compare_fan_outs()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The Dask distributed backend: the same cells on a local cluster or on any Dask scheduler.
 
 Without an address the backend starts a `distributed.LocalCluster` in a helper process, bound to
-loopback (scheduler, workers, nannies and dashboards on 127.0.0.1, free ports), and ends it when
-stopped or when the kernel dies; with an address it connects to that scheduler and, when
-stopped, closes only its client.
+loopback (scheduler, workers, nannies and dashboards on 127.0.0.1, free ports), and ends it at
+once when stopped or when the kernel dies; with an address it connects to that scheduler and,
+when stopped, closes only its client.
 
 - Calls travel by value (Dask pickles with cloudpickle), so cell-defined tasks work.
 - Submissions are batched: a helper thread sends everything submitted since its last round in
@@ -26,11 +26,13 @@ import logging
 import os
 import pickle
 import queue
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -42,6 +44,7 @@ from typing import ClassVar
 if importlib.util.find_spec("distributed") is None:
     raise ImportError("the dask backend needs distributed: pip install 'daglite-nb[dask]'")
 
+import cloudpickle
 from daglite.backends.base import Backend
 from daglite.datasets.reporters import DirectDatasetReporter
 from daglite.exceptions import BackendError
@@ -62,17 +65,24 @@ LOOPBACK = "127.0.0.1"
 CONNECT_TIMEOUT_SECONDS = 10
 """How long connecting to a scheduler address may take before the backend gives up."""
 
-START_TIMEOUT_SECONDS = 60
-"""How long a local cluster may take to start before its helper process gives up."""
+START_STALL_SECONDS = 60.0
+"""How long a local cluster's start may go without progress (its helper logging nothing)."""
 
-STOP_TIMEOUT_SECONDS = 1.0
-"""How long the local cluster may take to close before its helper process is killed."""
+_STALL_CHECK_SECONDS = 0.5
+"""How often the kernel looks at the helper's log while its cluster starts."""
 
 CLOSE_TIMEOUT_SECONDS = 0.5
 """How long closing the client may take (the kernel's whole shutdown budget is about 2 s)."""
 
-_SATURATION = {"distributed.scheduler.worker-saturation": "inf"}
-"""Scheduler setting of the local cluster: flat fan-outs go to the workers at once (~3x faster)."""
+_CLUSTER_CONFIG = {
+    "distributed.scheduler.worker-saturation": "inf",
+    "distributed.worker.multiprocessing-method": "forkserver",
+}
+"""Dask settings of the local cluster: flat fan-outs go to the workers at once (~3x faster);
+workers fork from a server that has imported what they need (see `_start_forkserver`)."""
+
+_WORKER_MODULES = ["distributed", "distributed.dashboard.worker", __name__]
+"""What every worker of a local cluster imports (the dashboard's bokeh, ~0.4 s, included)."""
 
 
 # region Options
@@ -138,11 +148,12 @@ class DaskBackend(Backend):
         return type(cls.__name__, (cls,), {"options": options, "__module__": cls.__module__})
 
     def _start(self, *, context: BackendContext) -> None:
-        from distributed import Client
-
         self._resources = contextlib.ExitStack()
         try:
-            address = self.options.address or self._start_local_cluster()
+            host = self._start_cluster_host() if self.options.address is None else None
+            from distributed import Client  # imported while a local cluster's helper starts
+
+            address = self.options.address if host is None else host.wait_address()
             self._client = Client(address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
             self._resources.callback(self._client.close, timeout=CLOSE_TIMEOUT_SECONDS)
             self._bridge = _Bridge(self._client, self._setup(context))
@@ -151,11 +162,11 @@ class DaskBackend(Backend):
             self._resources.close()
             raise
 
-    def _start_local_cluster(self) -> str:
+    def _start_cluster_host(self) -> _ClusterHost:
         workers = self.options.workers or self._settings.max_parallel_processes
         host = _ClusterHost(workers, self.options.threads or 1)
         self._resources.callback(host.stop)
-        return host.address
+        return host
 
     def _setup(self, context: BackendContext) -> _WorkerSetup:
         setup_id = uuid.uuid4().hex
@@ -206,61 +217,94 @@ class _ClusterHost:
     kernel's interrupt (SIGINT to the group) would reach them, and ipykernel's shutdown, which
     terminates the group's processes before exiting, would wait seconds on multiprocessing's
     resource tracker (it ignores SIGTERM), past jupyter_client's deadline, so the kernel
-    would be killed before its teardown runs. The helper also ends the cluster when the kernel
-    dies, however it dies.
+    would be killed before its teardown runs.
+
+    Every process of the cluster (the helper, its workers, multiprocessing's forkserver and
+    resource tracker) is in the helper's group, so one SIGKILL to the group ends them all at
+    once: from `stop`, or from the helper itself as soon as the kernel is gone, however it went.
     """
 
     def __init__(self, workers: int, threads: int) -> None:
+        """Start the helper; `wait_address` waits for its cluster."""
+        serve_args = (os.getpid(), workers, threads)
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(os.getpid()), str(workers), str(threads)],
+            [sys.executable, "-c", f"from {__name__} import _serve; _serve{serve_args}"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
             start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # the kernel's modules
         )
-        try:
-            with self._process.stdout as ready:  # type: ignore[union-attr]
-                line = ready.readline()
-            if not line:
-                raise BackendError(f"The local Dask cluster did not start:\n{self._log_tail()}")
-            self.address: str = json.loads(line)["address"]
-        except BaseException:  # an interrupt included: the helper must not outlive the start
-            self.stop()
-            raise
+
+    def wait_address(self) -> str:
+        """Wait until the cluster runs; return its scheduler's address.
+
+        A busy machine starts a cluster slower, so the start as a whole has no time limit: it
+        fails when the helper exits, or when it has logged nothing for `START_STALL_SECONDS`
+        (it logs each step: scheduler, nannies, every worker that registers).
+
+        Raises:
+            BackendError: If the cluster did not start; the message ends with the helper's log.
+        """
+        ready = self._process.stdout
+        logged, since = -1, time.monotonic()
+        while not select.select([ready], [], [], _STALL_CHECK_SECONDS)[0]:
+            size = os.fstat(self._log.fileno()).st_size
+            if size != logged:
+                logged, since = size, time.monotonic()
+            elif time.monotonic() - since > START_STALL_SECONDS:
+                stalled = f"its helper logged nothing for {START_STALL_SECONDS:g} s"
+                raise BackendError(
+                    f"The local Dask cluster did not start: {stalled}. {self._log_tail()}"
+                )
+        line = ready.readline()  # type: ignore[union-attr]
+        if not line:
+            ended = _how_it_ended(self._process.wait())
+            raise BackendError(
+                f"The local Dask cluster did not start: its helper {ended}. {self._log_tail()}"
+            )
+        return json.loads(line)["address"]
 
     def stop(self) -> None:
-        """Ask the helper to close the cluster; kill it if it has not within the time allowed."""
-        self._process.terminate()
-        try:
-            self._process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._process.kill()  # its workers follow: they exit when their parent does
-            self._process.wait()
+        """End the cluster at once: nothing on it is needed any more."""
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+        self._process.stdout.close()  # type: ignore[union-attr]
         self._log.close()
 
     def _log_tail(self, size: int = 4000) -> str:
         self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-size:]
+        tail = self._log.read().decode(errors="replace")[-size:]
+        return f"Its log ends:\n{tail}" if tail else "It logged nothing."
+
+
+def _how_it_ended(returncode: int) -> str:
+    """Say how a process that exited with *returncode* ended (negative: killed by a signal)."""
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
 
 
 def _serve(parent_pid: int, workers: int, threads: int) -> None:
-    """Run a local cluster until the kernel asks to stop (SIGTERM) or dies (the helper's main).
+    """Run a local cluster until the kernel *parent_pid* is gone (the helper's main).
 
     The scheduler address goes to the kernel on stdout; everything else the helper and its
-    workers print goes to stderr, a log file the kernel reads only when the start fails.
+    workers print goes to stderr, the log the kernel reads while the cluster starts. The
+    helper never stops by itself while the kernel lives: the kernel ends its process group.
     """
+    ready = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    watch = threading.Thread(target=_end_group_when_orphaned, args=(parent_pid,), daemon=True)
+    watch.start()  # the kernel may die while the cluster starts
+    _start_forkserver()
     import dask
     from distributed import LocalCluster
 
-    ready = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    starting = _exit_after(START_TIMEOUT_SECONDS)
-    with dask.config.set(_SATURATION):
+    with dask.config.set(_CLUSTER_CONFIG):
         cluster = LocalCluster(
+            silence_logs=logging.INFO,  # each step it logs is progress to the kernel
             n_workers=workers,
             threads_per_worker=threads,
             processes=True,
@@ -268,32 +312,29 @@ def _serve(parent_pid: int, workers: int, threads: int) -> None:
             dashboard_address=f"{LOOPBACK}:0",
             worker_dashboard_address=f"{LOOPBACK}:0",
         )
-    starting.cancel()
     with ready:
         ready.write(json.dumps({"address": cluster.scheduler_address}) + "\n")
-    while not stop.wait(PARENT_POLL_SECONDS) and os.getppid() == parent_pid:
-        pass
-    _exit_after(STOP_TIMEOUT_SECONDS)
-    # Nothing on the workers is needed any more: end their processes rather than retire them
-    # one by one (a graceful close takes 0.3 to 2 s on a busy machine).
-    cluster.sync(_end_worker_processes, list(cluster.workers.values()))
-    cluster.close()
+    watch.join()
 
 
-def _exit_after(seconds: float) -> threading.Timer:
-    """Exit this process after *seconds* unless the returned timer is cancelled."""
-    timer = threading.Timer(seconds, os._exit, (1,))
-    timer.daemon = True
-    timer.start()
-    return timer
+def _end_group_when_orphaned(parent_pid: int) -> None:
+    """SIGKILL this process group as soon as *parent_pid* is no longer this process's parent."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os.killpg(0, signal.SIGKILL)
 
 
-async def _end_worker_processes(nannies: list[Any]) -> None:
-    """Terminate the worker processes of a local cluster, telling their nannies not to restart."""
-    for nanny in nannies:
-        nanny.close_gracefully()
-        if nanny.pid:
-            os.kill(nanny.pid, signal.SIGTERM)
+def _start_forkserver() -> None:
+    """Start the server the workers fork from, importing `_WORKER_MODULES`.
+
+    Started before this process imports `distributed`, it imports them meanwhile, and every
+    worker starts as a copy of it instead of a fresh interpreter that imports them all
+    (Dask's default). A module that cannot be imported is skipped.
+    """
+    import multiprocessing.forkserver
+
+    multiprocessing.set_forkserver_preload(_WORKER_MODULES)
+    multiprocessing.forkserver.ensure_running()
 
 
 # region Client side
@@ -322,6 +363,7 @@ class _Bridge:
     The submitting thread sends every call queued since its last round in one `client.map`
     (and cancels in one `client.cancel`); the collecting thread gathers every finished result
     in one `client.gather`. Worker events arrive on the client's event loop through the topic.
+    No exception ends a thread: a call that cannot be sent, or whose batch fails, fails alone.
     """
 
     def __init__(self, client: Any, setup: _WorkerSetup) -> None:
@@ -332,9 +374,14 @@ class _Bridge:
         self._live: dict[str, _DaskFuture] = {}
         if setup.topic is not None:
             client.subscribe_topic(setup.topic, self._on_event)
+        logging.getLogger("distributed.protocol.pickle").addFilter(_not_from_a_submit_thread)
+        loops = {
+            "submit": (self._commands, self._run_commands),
+            "collect": (self._finished, self._collect),
+        }
         self._threads = [
-            threading.Thread(target=target, name=f"daglite-nb-dask-{name}", daemon=True)
-            for name, target in (("submit", self._submit_loop), ("collect", self._collect_loop))
+            threading.Thread(target=self._serve, args=loop, name=f"{_THREAD}-{name}", daemon=True)
+            for name, loop in loops.items()
         ]
         for thread in self._threads:
             thread.start()
@@ -361,21 +408,41 @@ class _Bridge:
         error = BackendError("The dask backend stopped before this task finished.")
         for future in list(self._live.values()):
             if not future.cancel():
-                with contextlib.suppress(InvalidStateError):
-                    future.set_exception(error)
+                _fail(future, error)
         self._live.clear()
+
+    def _serve(self, source: queue.SimpleQueue[Any], handle: Callable[[list[Any]], None]) -> None:
+        """Hand each batch of *source* to *handle* until the end marker (`None`) comes.
+
+        Whatever *handle* raises fails the batch's calls with the reason, and the loop goes on.
+        """
+        while True:
+            batch = _drain(source)
+            items = [item for item in batch if item is not None]
+            try:
+                handle(items)
+            except Exception as exc:
+                logger.exception("daglite-nb's dask bridge failed on a batch")
+                self._fail_batch(
+                    items, BackendError(f"The dask backend failed on this task: {exc!r}.")
+                )
+            if None in batch:
+                return
+
+    def _fail_batch(self, items: list[Any], error: BackendError) -> None:
+        """Fail the calls of *items*: queued calls, cancelled futures or finished remotes."""
+        for item in items:
+            future = self._live.pop((item[0] if isinstance(item, tuple) else item).key, None)
+            if future is not None:
+                _fail(future, error)
 
     # region Submitting
 
-    def _submit_loop(self) -> None:
-        while True:
-            commands = _drain(self._commands)
-            self._send([c for c in commands if isinstance(c, tuple)])
-            cancelled = [c.remote for c in commands if isinstance(c, _DaskFuture) and c.remote]
-            if cancelled:
-                self._client.cancel(cancelled)
-            if None in commands:
-                return
+    def _run_commands(self, commands: list[Any]) -> None:
+        self._send([c for c in commands if isinstance(c, tuple)])
+        cancelled = [c.remote for c in commands if isinstance(c, _DaskFuture) and c.remote]
+        if cancelled:
+            self._client.cancel(cancelled)
 
     def _send(self, queued: list[tuple[_DaskFuture, _DaskCall]]) -> None:
         calls = []
@@ -384,6 +451,12 @@ class _Bridge:
                 self._live.pop(future.key, None)
             else:
                 calls.append((future, call))
+        try:
+            self._map(calls)
+        except Exception:  # one call Dask cannot serialize fails its whole batch: send the rest
+            self._map(self._serializable(calls))
+
+    def _map(self, calls: list[tuple[_DaskFuture, _DaskCall]]) -> None:
         if not calls:
             return
         remotes = self._client.map(
@@ -395,39 +468,79 @@ class _Bridge:
             if future.cancelled():  # cancelled while being sent: its command came too early
                 self._client.cancel([remote])
 
+    def _serializable(
+        self, calls: list[tuple[_DaskFuture, _DaskCall]]
+    ) -> list[tuple[_DaskFuture, _DaskCall]]:
+        """Return the calls Dask can serialize (with cloudpickle); fail the others with why."""
+        serializable = []
+        for future, call in calls:
+            try:
+                cloudpickle.dumps(call)
+            except Exception as exc:
+                self._live.pop(future.key, None)
+                name = _daglite.task_name(call.func)
+                reason = str(exc).rstrip(".")
+                _fail(future, TypeError(f"Dask cannot send {name}(...) to its workers: {reason}."))
+            else:
+                serializable.append((future, call))
+        return serializable
+
     # region Collecting
 
-    def _collect_loop(self) -> None:
-        while True:
-            remotes = _drain(self._finished)
-            self._collect([r for r in remotes if r is not None])
-            if None in remotes:
-                return
-
     def _collect(self, remotes: list[Any]) -> None:
-        finished = [remote for remote in remotes if remote.status == "finished"]
-        lost: Exception | None = None
-        try:
-            values = self._client.gather(finished)
-        except Exception as exc:  # results lost with a worker, or the client closing
-            values, lost = [], exc
-        results = {remote.key: value for remote, value in zip(finished, values, strict=False)}
+        results = self._gather([remote for remote in remotes if remote.status == "finished"])
         for remote in remotes:
             future = self._live.pop(remote.key, None)
             if future is not None:
                 future.remote = None  # the cluster may forget the task and its result now
-                _settle(future, remote, results, lost)
+                _settle(future, remote, results)
+
+    def _gather(self, finished: list[Any]) -> dict[str, Any]:
+        """Return the results of the *finished* remotes by key (`_Unfetched` for those lost)."""
+        try:
+            return dict(zip([r.key for r in finished], self._client.gather(finished), strict=True))
+        except Exception:  # a result lost with its worker, or not serializable: fetch each alone
+            return {remote.key: self._gather_one(remote) for remote in finished}
+
+    def _gather_one(self, remote: Any) -> Any:
+        try:
+            return self._client.gather(remote)
+        except Exception as exc:
+            name = remote.key.rpartition("-")[0]
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+            return _Unfetched(
+                BackendError(f"Dask could not return the result of {name}(...): {reason}.")
+            )
 
     # region Events
 
     def _on_event(self, event: tuple[float, bytes]) -> None:
-        """Handle one worker event (on the client's event loop, before the task's result)."""
-        key, event_type, data = pickle.loads(event[1])
-        future = self._live.get(key)
-        if future is not None and not (future.running() or future.done()):
-            with contextlib.suppress(RuntimeError):  # settled meanwhile (stop)
-                future.set_running_or_notify_cancel()
-        self.setup.reporter.report(event_type, data)
+        """Handle one worker event (on the client's event loop, before the task's result).
+
+        Nothing may escape: an exception would end the client's stream from the scheduler.
+        """
+        try:
+            key, event_type, data = pickle.loads(event[1])
+            future = self._live.get(key)
+            if future is not None and not (future.running() or future.done()):
+                with contextlib.suppress(RuntimeError):  # settled meanwhile (stop)
+                    future.set_running_or_notify_cancel()
+            self.setup.reporter.report(event_type, data)
+        except Exception:
+            logger.exception("daglite-nb could not handle a Dask worker event")
+
+
+_THREAD = "daglite-nb-dask"
+"""The prefix of the bridge's thread names."""
+
+
+def _not_from_a_submit_thread(record: logging.LogRecord) -> bool:
+    """Drop Dask's "Failed to serialize" records from a bridge's submitting thread.
+
+    The call's future carries that error, and a log record printed from a background thread
+    would land in whichever cell runs at that moment.
+    """
+    return record.threadName != f"{_THREAD}-submit"
 
 
 def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
@@ -440,22 +553,36 @@ def _drain(source: queue.SimpleQueue[Any]) -> list[Any]:
             return items
 
 
-def _settle(future: _DaskFuture, remote: Any, results: dict[str, Any], lost: Any) -> None:
+def _fail(future: Future[Any], error: BaseException) -> None:
+    """Fail *future* with *error* unless it has settled (or been cancelled) meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        future.set_exception(error)
+
+
+@dataclass(frozen=True)
+class _Unfetched:
+    """The result of a finished Dask task that could not be brought back, and why."""
+
+    error: BaseException
+
+
+def _settle(future: _DaskFuture, remote: Any, results: dict[str, Any]) -> None:
     """Give *future* the outcome of its finished Dask task *remote*.
 
     Args:
         future: The task's Future (it may have been cancelled meanwhile).
         remote: The task's `distributed.Future`, done.
-        results: Gathered results, by key.
-        lost: Why results could not be gathered, if they could not.
+        results: Gathered results (or `_Unfetched`) of the finished tasks, by key.
     """
     with contextlib.suppress(InvalidStateError):
         if remote.key in results:
-            future.set_result(results[remote.key])
+            outcome = results[remote.key]
+            if isinstance(outcome, _Unfetched):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
         elif remote.status == "error":
             future.set_exception(remote.exception().with_traceback(remote.traceback()))
-        elif remote.status == "finished":
-            future.set_exception(lost)
         elif not future.cancel():
             future.set_exception(BackendError(f"Dask cancelled task {remote.key!r}."))
 
@@ -550,7 +677,3 @@ class _TopicReporter(EventReporter):
             self._worker.log_event(self._topic, message)
         except Exception:  # like daglite's reporters: a lost event must not fail the task
             logger.exception("daglite-nb could not report event %r", event_type)
-
-
-if __name__ == "__main__":
-    _serve(*(int(arg) for arg in sys.argv[1:]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,9 +13,9 @@ import time
 
 import psutil
 import pytest
+from daglite.exceptions import BackendError
 
 from kernel import SESSION_END_PROBE
-from kernel import background_map
 from kernel import kill
 from kernel import wait_gone
 
@@ -39,8 +40,19 @@ def nap(seconds, mark=None):
     return seconds
 
 @task
+def hold(mark):
+    open(mark, "w").close()
+    while not os.path.exists("gate"):
+        time.sleep(0.01)
+    return mark
+
+@task
 def boom(x):
     raise ValueError(f"bad input {x}")
+
+def left_to_run(dask_scheduler):
+    done = ("memory", "erred", "released", "forgotten")
+    return [key for key, ts in dask_scheduler.tasks.items() if ts.state not in done]
 
 def dask_backend():
     return dnb.session.current().backend_instance("dask")
@@ -49,6 +61,35 @@ def worker_names():
     workers = dask_backend().client.scheduler_info()["workers"].values()
     return sorted(str(worker["name"]) for worker in workers)
 """
+
+
+def _until(kernel, condition: str, timeout: float = 60) -> None:
+    """Wait in the kernel until the expression *condition* holds; fail after *timeout* s."""
+    kernel.ok(
+        f"deadline = time.monotonic() + {timeout}\n"
+        f"while not ({condition}):\n"
+        f"    assert time.monotonic() < deadline, {condition!r}\n"
+        "    time.sleep(0.01)",
+        timeout=timeout + 30,
+    )
+
+
+def _wait_for_files(directory, pattern: str, count: int, timeout: float = 60) -> None:
+    """Wait until *count* files matching *pattern* exist in *directory*."""
+    deadline = time.monotonic() + timeout
+    while len(list(directory.glob(pattern))) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} files {pattern} in {timeout} s"
+        time.sleep(0.01)
+
+
+def _keep_workers_busy(kernel, tmp_path) -> None:
+    """Run `map_tasks` of `hold` on a thread of the kernel, until both workers hold a task."""
+    kernel.ok(
+        "import contextvars, threading\n"
+        "threading.Thread(target=contextvars.copy_context().run,"
+        " args=(map_tasks, hold, [f'busy-{i}' for i in range(8)]), daemon=True).start()"
+    )
+    _wait_for_files(tmp_path, "busy-*", 2)
 
 
 def _start_dask(kernel, options: str = "--dask-workers 2") -> list[int]:
@@ -113,21 +154,17 @@ def test_map_live_states_cancel_and_failure_on_a_local_cluster(kernel, tmp_path)
     assert kernel.eval("map_tasks(saved_square, range(5))") == [0, 1, 4, 9, 16]
     assert sorted(os.listdir(tmp_path / "data")) == [f"square-{i}" for i in range(5)]
 
-    kernel.ok(
-        "futs = [dnb.submit(nap, 2.0, mark=f'ran-{i}') for i in range(3)]\n"
-        "deadline = time.monotonic() + 1.5\n"
-        "while {f.state for f in futs[:2]} != {'running'} and time.monotonic() < deadline:\n"
-        "    time.sleep(0.02)\n"
-        "states = [f.state for f in futs]\n"
-        "cancelled = [futs[0].cancel(), futs[2].cancel()]"
-    )
+    kernel.ok("futs = [dnb.submit(hold, f'ran-{i}') for i in range(3)]")
+    _until(kernel, "{f.state for f in futs[:2]} == {'running'}")
+    kernel.ok("states = [f.state for f in futs]\ncancelled = [futs[0].cancel(), futs[2].cancel()]")
     assert kernel.eval("states") == ["running", "running", "pending"]
     assert kernel.eval("cancelled") == [False, True]  # a running task cannot be cancelled
-    assert kernel.eval("[f.result() for f in futs[:2]]") == [2.0, 2.0]
+    (tmp_path / "gate").touch()
+    assert kernel.eval("[f.result() for f in futs[:2]]") == ["ran-0", "ran-1"]
     assert kernel.eval("sorted(f.worker for f in futs[:2])") == ["0", "1"]
     assert kernel.eval("[f.state for f in futs]") == ["finished", "finished", "cancelled"]
-    time.sleep(1.0)  # the cancelled call would have started by now, had Dask kept it
-    assert sorted(p.name for p in tmp_path.glob("ran-*")) == ["ran-0", "ran-1"]
+    _until(kernel, "not dask_backend().client.run_on_scheduler(left_to_run)")
+    assert sorted(p.name for p in tmp_path.glob("ran-*")) == ["ran-0", "ran-1"]  # Dask forgot it
 
     kernel.ok("bad = dnb.submit(boom, 3)")
     assert kernel.eval("repr(bad.exception())") == "ValueError('bad input 3')"
@@ -140,11 +177,72 @@ def test_map_live_states_cancel_and_failure_on_a_local_cluster(kernel, tmp_path)
     status = kernel.ok("%daglite status").text
     assert "dask:" in status and "dashboard http://127.0.0.1:" in status and "workers 2" in status
     kernel.ok("panel = dnb.panel()")
-    details = kernel.eval("(time.sleep(0.5), panel.details.value)[1]")
+    _until(kernel, "'workers 2' in panel.details.value")
+    details = kernel.eval("panel.details.value")
     assert '<a href="http://127.0.0.1:' in details and "workers 2" in details
 
     assert "daglite session stopped" in kernel.ok("%daglite stop").stdout
     assert wait_gone(pids, timeout=5) == []
+
+
+LOGGED = """
+import logging
+
+class Logged(logging.Handler):
+    def emit(self, record):
+        logged.append(record.getMessage())
+
+logged = []  # what Dask logs: printed from a background thread, it would land in some cell
+logging.getLogger("distributed").addHandler(Logged(logging.WARNING))
+"""
+
+
+def _unsendable(kind: str) -> str:
+    """The repr of the error of a call of `square` whose argument is of an unpicklable *kind*."""
+    reason = f"cannot pickle {kind!r} object"
+    return repr(TypeError(f"Dask cannot send square(...) to its workers: {reason}."))
+
+
+def test_a_call_dask_cannot_send_fails_at_once_and_later_calls_work(kernel):
+    _start_dask(kernel)
+    kernel.ok(LOGGED)
+    kernel.ok(
+        "import threading\n"
+        "locked = dnb.submit(square, threading.Lock())\n"
+        "mixed = dnb.map(square, [1, (i for i in range(3)), 3])"
+    )
+    # 60 s: far longer than any send takes; the future of a lost call never settles.
+    assert kernel.eval("repr(locked.exception(timeout=60))", timeout=90) == _unsendable(
+        "_thread.lock"
+    )
+    assert kernel.eval("[repr(f.exception(timeout=60)) for f in mixed]", timeout=90) == [
+        "None",
+        _unsendable("generator"),
+        "None",
+    ]
+    assert kernel.eval("[mixed[0].result(), mixed[2].result()]") == [1, 9]
+    result = kernel.run("map_tasks(square, [2, threading.Lock()])", timeout=90)
+    assert result.error and repr(TypeError(result.error["evalue"])) == _unsendable("_thread.lock")
+    assert kernel.eval("logged") == []
+
+    # A result Dask cannot send back fails its own call only (Dask's client logs it, though).
+    kernel.ok(
+        "@task\n"
+        "def generator_at(x):\n"
+        "    return (i for i in range(x)) if x == 2 else x\n"
+        "returned = dnb.map(generator_at, [1, 2, 3])"
+    )
+    unreturnable = "Dask could not return the result of generator_at(...): " + (
+        "Could not serialize object of type generator."
+    )
+    assert kernel.eval("[repr(f.exception(timeout=60)) for f in returned]", timeout=90) == [
+        "None",
+        repr(BackendError(unreturnable)),
+        "None",
+    ]
+    assert kernel.eval("map_tasks(square, range(10))") == [x * x for x in range(10)]
+    bridge = "sorted(t.name for t in threading.enumerate() if t.name.startswith('daglite-nb-dask'))"
+    assert kernel.eval(bridge) == ["daglite-nb-dask-collect", "daglite-nb-dask-submit"]
 
 
 def test_only_loopback_listens(kernel):
@@ -160,15 +258,16 @@ def test_only_loopback_listens(kernel):
     assert set(listening) <= {"127.0.0.1", "::1"}
 
 
-def test_interrupt_cancels_pending_and_workers_keep_running(kernel):
+def test_interrupt_cancels_pending_and_workers_keep_running(kernel, tmp_path):
     pids = _start_dask(kernel)
-    msg_id = kernel.run("results = map_tasks(nap, [1.0] * 20)", wait=False)
-    time.sleep(2.5)
+    msg_id = kernel.run("results = map_tasks(hold, [f'held-{i}' for i in range(20)])", wait=False)
+    _wait_for_files(tmp_path, "held-*", 2)  # both workers hold a task: 18 calls are pending
     kernel.manager.interrupt_kernel()
-    interrupted = kernel.collect(msg_id, timeout=15)
+    interrupted = kernel.collect(msg_id, timeout=60)
     assert interrupted.error and interrupted.error["ename"] == "KeyboardInterrupt"
     counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
-    assert counts["cancelled"] >= 10, counts
+    assert counts["cancelled"] == 18, counts
+    (tmp_path / "gate").touch()
     assert kernel.eval("map_tasks(nap, [0.1] * 4)") == [0.1] * 4
     assert sorted(p.pid for p in kernel.descendants()) == sorted(pids)
 
@@ -177,17 +276,103 @@ def test_interrupt_cancels_pending_and_workers_keep_running(kernel):
 def test_shutdown_and_restart_tear_down_the_cluster(kernel, tmp_path, how):
     kernel.ok(SESSION_END_PROBE)
     pids = _start_dask(kernel)
-    kernel.ok(background_map(1))
+    _keep_workers_busy(kernel, tmp_path)
     kernel.shutdown(restart=how == "restart")
     assert wait_gone(pids, timeout=5) == []
     assert (tmp_path / "session-ended").exists()  # our teardown ran; the kernel was not killed
 
 
-def test_sigkill_of_the_kernel_leaves_no_cluster_process(kernel):
+def test_sigkill_of_the_kernel_leaves_no_cluster_process(kernel, tmp_path):
     pids = _start_dask(kernel)
-    kernel.ok(background_map(1))
+    _keep_workers_busy(kernel, tmp_path)
     kill(kernel.pid)
-    assert wait_gone(pids, timeout=10) == []
+    assert wait_gone(pids, timeout=5) == []
+
+
+# region Starting
+
+
+HOLD_AT_START = """
+import os, sys, time
+print(f"worker {os.getpid()} waits for the gate", file=sys.stderr, flush=True)
+open(os.path.join(DIRECTORY, f"starting-{os.getpid()}"), "w").close()
+while not os.path.exists(os.path.join(DIRECTORY, "gate")):
+    time.sleep(0.01)
+"""
+"""A Dask worker preload that holds the worker's start until DIRECTORY/gate exists."""
+
+
+def _hold_worker_starts(kernel, tmp_path) -> None:
+    """Make the workers of local clusters started from now on wait for `tmp_path / "gate"`."""
+    preload = tmp_path / "hold_at_start.py"
+    preload.write_text(f"DIRECTORY = {str(tmp_path)!r}\n{HOLD_AT_START}")
+    kernel.ok(
+        f"import os; os.environ['DASK_DISTRIBUTED__WORKER__PRELOAD'] = {str([str(preload)])!r}"
+    )
+
+
+@pytest.mark.parametrize("how", ["sigkill", "restart"])
+def test_the_kernel_ending_while_the_cluster_starts_leaves_no_cluster_process(
+    kernel, tmp_path, how
+):
+    _hold_worker_starts(kernel, tmp_path)
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start --backend thread --dask-workers 2")
+    kernel.ok(  # a map on a thread of its own is the first to use dask
+        "import contextvars, threading\n"
+        "threading.Thread(target=contextvars.copy_context().run, args=(map_tasks, square, [1]),"
+        " kwargs={'backend': 'dask'}, daemon=True).start()"
+    )
+    _wait_for_files(tmp_path, "starting-*", 2)
+    pids = [process.pid for process in kernel.descendants()]
+    assert len(pids) >= 4  # the helper, its resource tracker, two workers (and more)
+    if how == "sigkill":
+        kill(kernel.pid)
+    else:
+        kernel.manager.restart_kernel(now=False)  # returns once the kernel is gone
+    assert wait_gone(pids, timeout=5) == []
+
+
+LOWER_STALL_LIMIT = """
+import glob, threading
+import daglite_nb.dask
+
+def lower_when_held():
+    while len(glob.glob("starting-*")) < 2:
+        time.sleep(0.01)
+    daglite_nb.dask.START_STALL_SECONDS = 1
+
+threading.Thread(target=lower_when_held, daemon=True).start()
+"""
+"""A cell that lowers the stall limit of a start to 1 s once both workers are held."""
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("stalled", "its helper logged nothing for 1 s."),
+        ("killed", "its helper was killed by SIGKILL."),
+    ],
+)
+def test_a_cluster_that_does_not_start_says_why_and_leaves_no_process(
+    kernel, tmp_path, how, reason
+):
+    kernel.ok("import time")
+    if how == "stalled":
+        kernel.ok(LOWER_STALL_LIMIT)
+    _hold_worker_starts(kernel, tmp_path)
+    msg_id = kernel.run("%daglite start --backend dask --dask-workers 2", wait=False)
+    _wait_for_files(tmp_path, "starting-*", 2)
+    pids = [process.pid for process in kernel.descendants()]
+    if how == "killed":
+        kill(psutil.Process(kernel.pid).children()[0].pid)  # the helper
+    result = kernel.collect(msg_id, timeout=120)
+    assert not result.ok
+    error = "UsageError: Backend 'dask' could not start: The local Dask cluster did not start: "
+    assert result.stderr.startswith(f"{error}{reason} Its log ends:\n"), result.stderr
+    assert "waits for the gate" in result.stderr  # what the workers logged
+    assert wait_gone(pids, timeout=5) == []
+    assert kernel.eval("__import__('daglite_nb').session.current()") is None
 
 
 # region External cluster
@@ -220,13 +405,13 @@ def _cli(command: str, *args: object) -> subprocess.Popen:
     )
 
 
-def _wait_for_address(scheduler_file, timeout: float = 30) -> str:
+def _wait_for_address(scheduler_file, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
-    while not scheduler_file.exists():
+    while True:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return json.loads(scheduler_file.read_text())["address"]
         assert time.monotonic() < deadline, "the scheduler did not start"
-        time.sleep(0.1)
-    time.sleep(0.1)  # written in one go, but let the writer finish
-    return json.loads(scheduler_file.read_text())["address"]
+        time.sleep(0.01)
 
 
 def test_connects_to_an_external_cluster_and_leaves_it_running(kernel, external_cluster):
