@@ -10,6 +10,7 @@ Load it in a notebook with `%load_ext daglite_nb`, or use the same API from Pyth
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -18,6 +19,10 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 __version__ = "0.1.0"
+
+# Records of background threads must not fall to Python's last-resort handler, which prints
+# into whichever cell runs; users who configure logging see them.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from daglite_nb.backends import BackendTable

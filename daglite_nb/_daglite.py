@@ -6,6 +6,7 @@ daglite 0.9 is a pre-release; when its private names move, this module is the on
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,10 +17,12 @@ from daglite._context import SubmitContext
 from daglite._resolvers import resolve_event_reporter
 from daglite.backends.base import Backend
 from daglite.backends.local import ProcessBackend
+from daglite.backends.local import ThreadBackend
 from daglite.backends.manager import BackendManager
 from daglite.composers import _AsyncGeneratorWrapper
 from daglite.composers import _AsyncWrapper
 from daglite.composers import _make_backend_callable
+from daglite.datasets.reporters import DirectDatasetReporter
 from daglite.datasets.reporters import ProcessDatasetReporter
 from daglite.plugins.reporters import EventReporter
 from daglite.settings import DagliteSettings
@@ -227,6 +230,15 @@ def backend_settings(backend: Backend) -> DagliteSettings:
     return backend._settings
 
 
+def abandon_thread_pool(backend: ThreadBackend) -> None:
+    """Shut daglite's thread backend's pool down without waiting for its running calls.
+
+    Pending calls are cancelled; running ones finish in their threads (daglite's own stop
+    waits for them, past the kernel's shutdown budget).
+    """
+    backend._executor.shutdown(wait=False, cancel_futures=True)
+
+
 def default_process_context() -> Any:
     """The multiprocessing context daglite's process backend picks for this platform."""
     return ProcessBackend._determine_mp_context()
@@ -266,3 +278,17 @@ def enter_worker_context(
         dataset_reporter=ProcessDatasetReporter(dataset_queue),
     )
     context.__enter__()
+
+
+def saving_worker_context(context_data: dict[str, Any]) -> BackendContext:
+    """Daglite's backend context for a remote worker that saves datasets itself (Dask).
+
+    It has no event reporter yet (see `with_event_reporter`); the dataset store must be
+    reachable from the worker.
+    """
+    return BackendContext.from_dict(dict(context_data), dataset_reporter=DirectDatasetReporter())
+
+
+def with_event_reporter(context: BackendContext, reporter: EventReporter | None) -> BackendContext:
+    """A copy of *context* whose tasks report their events through *reporter*."""
+    return dataclasses.replace(context, event_reporter=reporter)

@@ -55,7 +55,7 @@ class NotebookThreadBackend(ThreadBackend):
     runs_here = True
 
     def _stop(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        _daglite.abandon_thread_pool(self)
 
 
 class NotebookProcessBackend(Backend):

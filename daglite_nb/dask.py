@@ -46,7 +46,6 @@ if importlib.util.find_spec("distributed") is None:
 
 import cloudpickle
 from daglite.backends.base import Backend
-from daglite.datasets.reporters import DirectDatasetReporter
 from daglite.exceptions import BackendError
 from daglite.plugins.reporters import EventReporter
 
@@ -148,6 +147,7 @@ class DaskBackend(Backend):
         return type(cls.__name__, (cls,), {"options": options, "__module__": cls.__module__})
 
     def _start(self, *, context: BackendContext) -> None:
+        self._context = context
         self._resources = contextlib.ExitStack()
         try:
             host = self._start_cluster_host() if self.options.address is None else None
@@ -163,16 +163,23 @@ class DaskBackend(Backend):
             raise
 
     def _start_cluster_host(self) -> _ClusterHost:
-        workers = self.options.workers or self._settings.max_parallel_processes
+        workers = self.options.workers or _daglite.backend_settings(self).max_parallel_processes
         host = _ClusterHost(workers, self.options.threads or 1)
         self._resources.callback(host.stop)
         return host
 
     def _setup(self, context: BackendContext) -> _WorkerSetup:
         setup_id = uuid.uuid4().hex
-        reporter = self._session.event_reporter if self._session is not None else None
+        session = _daglite.backend_session(self)
+        reporter = session.event_reporter if session is not None else None
         topic = f"daglite-nb-{setup_id}" if reporter is not None else None
         return _WorkerSetup(setup_id, topic, context.to_dict(), reporter)
+
+    def refresh_context(self) -> None:
+        """Have the workers use daglite's context anew (the session gained plugins)."""
+        setup = self._bridge.setup
+        fresh = dataclasses.replace(setup, id=uuid.uuid4().hex, context=self._context.to_dict())
+        self._bridge.setup = fresh  # a new id: workers build the context afresh
 
     def _submit(
         self,
@@ -650,12 +657,9 @@ def _worker_context(setup: _WorkerSetup, worker: Any, key: str) -> BackendContex
     with _contexts_lock:
         base = _contexts.get(setup.id)
         if base is None:
-            # Workers save datasets themselves: the store must be reachable from them.
-            reporter = DirectDatasetReporter()
-            base = BackendContext.from_dict(dict(setup.context), dataset_reporter=reporter)
-            _contexts[setup.id] = base
+            base = _contexts[setup.id] = _daglite.saving_worker_context(setup.context)
     reporter = _TopicReporter(worker, setup.topic, key) if setup.topic is not None else None
-    return dataclasses.replace(base, event_reporter=reporter)
+    return _daglite.with_event_reporter(base, reporter)
 
 
 class _TopicReporter(EventReporter):

@@ -445,7 +445,7 @@ def start(**kwargs: Any) -> NotebookSession:
         session = NotebookSession(options)
         try:
             session.use(options.backend)
-        except UsageError:
+        except BaseException:  # an interrupt during a long backend start too
             session.close(grace=0)
             raise
         _current = session

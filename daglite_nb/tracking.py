@@ -645,7 +645,7 @@ class Tracker:
                     group.running -= 1
             call.state, call.ended = state, time.time()
             call.outcome, call.failure, call.reason = outcome, failure, reason
-            call.future = call.live_future = None  # Futures go, with the results they hold
+            call.future = None  # the backend's Future goes, with the result it holds
             self.ended_counts[state] += 1
             if call.task_id is not None:
                 self._by_task.pop(call.task_id, None)
@@ -665,7 +665,7 @@ class Tracker:
         Hooks tell how a task ended; the Future also tells what no hook sees: a worker that
         died, an argument that could not be sent, a cancellation.
         """
-        live_future = call.live_future
+        live_future, call.live_future = call.live_future, None  # it goes with its result
         if future.cancelled():
             self.ended(call, CANCELLED, reason=call.reason)
             if live_future is not None:
@@ -746,7 +746,7 @@ class Tracker:
             groups = [group for group, _ in self._open] + workflows
             self._open = []
         for call in calls:
-            live_future = call.live_future
+            live_future, call.live_future = call.live_future, None
             ended = self.ended(call, CANCELLED, reason=f"{reason} while it ran")
             if ended and live_future is not None:
                 live_future.take_cancel()

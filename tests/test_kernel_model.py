@@ -188,7 +188,13 @@ def test_session_plugins_and_plugins_registered_later_see_every_call(kernel):
 
 
 def test_counts_stay_honest_after_failures(session):
-    session.ok("@task\ndef picky(x):\n    if x in (2, 5):\n        raise ValueError(f'no {x}')\n    return x")
+    session.ok(
+        "@task\n"
+        "def picky(x):\n"
+        "    if x in (2, 5):\n"
+        "        raise ValueError(f'no {x}')\n"
+        "    return x"
+    )
     result = session.run("out = map_tasks(picky, range(8))")
     assert result.error["ename"] == "TaskError"
     assert _outcomes(result) == ["<map_tasks picky × 8 on thread: 6 finished, 2 failed>"]
