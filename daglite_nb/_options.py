@@ -9,6 +9,8 @@ from typing import Any
 from daglite.settings import get_global_settings
 from IPython.core.error import UsageError
 
+from daglite_nb._errors import excerpt
+
 
 @dataclass(frozen=True)
 class SessionOptions:
@@ -31,19 +33,19 @@ class SessionOptions:
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise UsageError(
-                f"Unknown session option {unknown[0]!r}; valid options: {', '.join(valid)}."
+                f"Unknown session option {excerpt(unknown[0])}; valid options: {', '.join(valid)}."
             )
         options = cls(**{k: v for k, v in kwargs.items() if v is not None})
         for name in ("max_threads", "max_processes", "dask_workers", "dask_threads"):
             value = getattr(options, name)
             if value is not None and (type(value) is not int or value < 1):
-                raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+                raise UsageError(f"{name} must be a positive integer, got {excerpt(value)}.")
         for name in ("backend", "cache_store", "dataset_store", "dask_address"):
             value = getattr(options, name)
             if value is not None and not isinstance(value, str):
-                raise UsageError(f"{name} must be a string, got {value!r}.")
+                raise UsageError(f"{name} must be a string, got {excerpt(value)}.")
         if not isinstance(options.progress, bool):
-            raise UsageError(f"progress must be True or False, got {options.progress!r}.")
+            raise UsageError(f"progress must be True or False, got {excerpt(options.progress)}.")
         if options.dask_address and (options.dask_workers or options.dask_threads):
             raise UsageError(
                 "dask_workers and dask_threads size a local cluster; "

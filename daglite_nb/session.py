@@ -26,6 +26,8 @@ from IPython import get_ipython
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
+from daglite_nb._errors import excerpt
+from daglite_nb._errors import reason
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
 from daglite_nb._worker import StartReports
@@ -131,7 +133,9 @@ class NotebookSession:
             try:
                 backend_class = backend_class.configure(**options)
             except (AttributeError, TypeError, ValueError) as exc:
-                raise UsageError(f"Backend {name!r} does not take these options: {exc}") from None
+                raise UsageError(
+                    f"Backend {name!r} does not take these options: {reason(exc)}."
+                ) from None
         self._manager.register(name, tracked_backend(backend_class, self.tracker, name))
 
     def use(self, name: str) -> str:
@@ -206,7 +210,7 @@ class NotebookSession:
             try:
                 return self._context.run(self._manager.get, canonical)
             except Exception as exc:
-                raise UsageError(f"Backend {canonical!r} could not start: {exc}") from None
+                raise UsageError(f"Backend {canonical!r} could not start: {reason(exc)}.") from None
 
     def started_backends(self) -> tuple[str, ...]:
         """Names of the backends this session has started."""
@@ -321,7 +325,7 @@ def _canonical_name(name: str) -> str:
 
 def _require_callable(func: Any, verb: str) -> Any:
     if not callable(func):
-        raise UsageError(f"{verb} needs a task or a callable, got {func!r}.")
+        raise UsageError(f"{verb} needs a task or a callable, got {excerpt(func)}.")
     return func
 
 
