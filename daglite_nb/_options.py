@@ -6,10 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from daglite.cache import CacheStore
+from daglite.datasets import DatasetStore
 from daglite.settings import get_global_settings
 from IPython.core.error import UsageError
 
 from daglite_nb._errors import excerpt
+from daglite_nb._errors import reason
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,17 @@ class SessionOptions:
             if field.name.startswith(prefix) and (value := getattr(self, field.name)) is not None
         }
 
+    def stores(self) -> dict[str, Any]:
+        """Return the cache and dataset stores for daglite's session, made from their paths.
+
+        Creating a store creates its directory. `None` leaves the store to daglite's settings.
+
+        Raises:
+            UsageError: If a store cannot be created at its path; it names the option.
+        """
+        kinds = {"cache_store": CacheStore, "dataset_store": DatasetStore}
+        return {name: _store(name, store, getattr(self, name)) for name, store in kinds.items()}
+
     def settings(self) -> Any:
         """Return daglite settings with this session's worker counts applied."""
         return dataclasses.replace(get_global_settings(), **_settings_overrides(self))
@@ -69,6 +83,19 @@ class SessionOptions:
 
 BACKEND_SETTINGS = ("max_threads", "max_processes", "dask_address", "dask_workers", "dask_threads")
 """Session options that a backend reads when it starts (and so can change between starts)."""
+
+
+def _store(name: str, store: type[Any], path: str | None) -> Any:
+    if path is None:
+        return None
+    try:
+        return store(path)
+    except Exception as exc:  # OSError, ValueError (a NUL byte), ImportError (an fsspec scheme)
+        flag = name.replace("_", "-")
+        raise UsageError(
+            f"The {name.replace('_', ' ')} cannot be created at {excerpt(path)} "
+            f"(--{flag}): {reason(exc)}."
+        ) from None
 
 
 def _settings_overrides(options: SessionOptions) -> dict[str, int]:

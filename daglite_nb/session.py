@@ -96,8 +96,7 @@ class NotebookSession:
         self._context = contextvars.Context()
         self._cm = daglite.session(
             backend=registry.resolve(options.backend).name,
-            cache_store=options.cache_store,
-            dataset_store=options.dataset_store,
+            **options.stores(),
             settings=options.settings(),
             plugins=[StartReports(self.tracker)],
         )
