@@ -19,6 +19,7 @@ from daglite.composers import _AsyncGeneratorWrapper
 from daglite.composers import _AsyncWrapper
 from daglite.composers import _make_backend_callable
 from daglite.settings import DagliteSettings
+from daglite.tasks import _BaseTask
 
 __all__ = ["BackendContext", "SubmitContext"]  # daglite's, re-exported here
 
@@ -100,3 +101,8 @@ def task_name(func: Callable[..., Any]) -> str:
 def backend_callable(func: Callable[..., Any], verb: str) -> Callable[..., Any]:
     """Turn *func* into what daglite's `map_tasks` hands a backend (tasks, async, generators)."""
     return _make_backend_callable(func, verb)
+
+
+def is_task(func: Any) -> bool:
+    """Tell whether *func* is a daglite task (`@task`), which backends run as it is."""
+    return isinstance(func, _BaseTask)

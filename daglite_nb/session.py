@@ -26,7 +26,7 @@ from IPython import get_ipython
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
-from daglite_nb._errors import excerpt
+from daglite_nb._calls import backend_callable
 from daglite_nb._errors import reason
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
@@ -248,7 +248,7 @@ class NotebookSession:
         # Loops submit one callable many times: turn it into a backend callable once.
         last = self._last_callable
         if last[0] is not func:
-            call = _daglite.backend_callable(_require_callable(func, verb), verb)
+            call = backend_callable(func, verb)
             last = self._last_callable = (func, call)
         return last[1]
 
@@ -320,12 +320,6 @@ def _canonical_name(name: str) -> str:
         return registry.resolve(name).name
     except UsageError:
         return name  # daglite reports the unknown name itself
-
-
-def _require_callable(func: Any, verb: str) -> Any:
-    if not callable(func):
-        raise UsageError(f"{verb} needs a task or a callable, got {excerpt(func)}.")
-    return func
 
 
 def _show_fan_out(group: TaskGroup) -> None:
