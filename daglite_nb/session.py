@@ -27,6 +27,7 @@ from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
 from daglite_nb._calls import backend_callable
+from daglite_nb._errors import excerpt
 from daglite_nb._errors import reason
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
@@ -160,7 +161,7 @@ class NotebookSession:
         unknown = set(settings) - set(BACKEND_SETTINGS)
         if unknown:
             raise UsageError(
-                f"Unknown backend setting {sorted(unknown)[0]!r}; "
+                f"Unknown backend setting {excerpt(sorted(unknown)[0])}; "
                 f"valid settings: {', '.join(BACKEND_SETTINGS)}."
             )
         fields = {name: getattr(self.options, name) for name in BACKEND_SETTINGS}
