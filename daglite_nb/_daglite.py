@@ -26,6 +26,7 @@ from daglite.datasets.reporters import DirectDatasetReporter
 from daglite.datasets.reporters import ProcessDatasetReporter
 from daglite.plugins.reporters import EventReporter
 from daglite.settings import DagliteSettings
+from daglite.tasks import _BaseTask
 from daglite.workflows import BaseWorkflow
 
 __all__ = ["BackendContext", "SubmitContext"]  # daglite's, re-exported here
@@ -292,3 +293,8 @@ def saving_worker_context(context_data: dict[str, Any]) -> BackendContext:
 def with_event_reporter(context: BackendContext, reporter: EventReporter | None) -> BackendContext:
     """A copy of *context* whose tasks report their events through *reporter*."""
     return dataclasses.replace(context, event_reporter=reporter)
+
+
+def is_task(func: Any) -> bool:
+    """Tell whether *func* is a daglite task (`@task`), which backends run as it is."""
+    return isinstance(func, _BaseTask)

@@ -6,8 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from daglite.cache import CacheStore
+from daglite.datasets import DatasetStore
 from daglite.settings import get_global_settings
 from IPython.core.error import UsageError
+
+from daglite_nb._errors import excerpt
+from daglite_nb._errors import reason
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class SessionOptions:
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise UsageError(
-                f"Unknown session option {unknown[0]!r}; valid options: {', '.join(valid)}."
+                f"Unknown session option {excerpt(unknown[0])}; valid options: {', '.join(valid)}."
             )
         plugins = kwargs.get("plugins")
         if plugins is not None:
@@ -47,7 +52,7 @@ class SessionOptions:
         for name in ("max_threads", "max_processes", "dask_workers", "dask_threads"):
             value = getattr(options, name)
             if value is not None and (type(value) is not int or value < 1):
-                raise UsageError(f"{name} must be a positive integer, got {value!r}.")
+                raise UsageError(f"{name} must be a positive integer, got {excerpt(value)}.")
         strings = (
             "backend",
             "cache_store",
@@ -58,9 +63,9 @@ class SessionOptions:
         for name in strings:
             value = getattr(options, name)
             if value is not None and not isinstance(value, str):
-                raise UsageError(f"{name} must be a string, got {value!r}.")
+                raise UsageError(f"{name} must be a string, got {excerpt(value)}.")
         if not isinstance(options.progress, bool):
-            raise UsageError(f"progress must be True or False, got {options.progress!r}.")
+            raise UsageError(f"progress must be True or False, got {excerpt(options.progress)}.")
         if options.dask_address and (options.dask_workers or options.dask_threads):
             raise UsageError(
                 "dask_workers and dask_threads size a local cluster; "
@@ -77,6 +82,17 @@ class SessionOptions:
             if field.name.startswith(prefix) and (value := getattr(self, field.name)) is not None
         }
 
+    def stores(self) -> dict[str, Any]:
+        """Return the cache and dataset stores for daglite's session, made from their paths.
+
+        Creating a store creates its directory. `None` leaves the store to daglite's settings.
+
+        Raises:
+            UsageError: If a store cannot be created at its path; it names the option.
+        """
+        kinds = {"cache_store": CacheStore, "dataset_store": DatasetStore}
+        return {name: _store(name, store, getattr(self, name)) for name, store in kinds.items()}
+
     def settings(self) -> Any:
         """Return daglite settings with this session's worker counts applied."""
         return dataclasses.replace(get_global_settings(), **_settings_overrides(self))
@@ -91,6 +107,19 @@ BACKEND_SETTINGS = (
     "dask_threads",
 )
 """Session options that a backend reads when it starts (and so can change between starts)."""
+
+
+def _store(name: str, store: type[Any], path: str | None) -> Any:
+    if path is None:
+        return None
+    try:
+        return store(path)
+    except Exception as exc:  # OSError, ValueError (a NUL byte), ImportError (an fsspec scheme)
+        flag = name.replace("_", "-")
+        raise UsageError(
+            f"The {name.replace('_', ' ')} cannot be created at {excerpt(path)} "
+            f"(--{flag}): {reason(exc)}."
+        ) from None
 
 
 def _settings_overrides(options: SessionOptions) -> dict[str, int]:

@@ -22,6 +22,8 @@ from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
 from daglite_nb._daglite import SubmitContext
+from daglite_nb._errors import excerpt
+from daglite_nb._errors import reason
 from daglite_nb._events import Carrier
 from daglite_nb._events import current_call
 from daglite_nb._events import end_with
@@ -85,12 +87,12 @@ class BackendRegistry:
         """Register *backend_class* under *name* (and *aliases*), replacing any earlier entry."""
         if not isinstance(name, str) or not name.isidentifier():
             raise UsageError(
-                f"A backend name must be an identifier such as 'my_backend', not {name!r}."
+                f"A backend name must be an identifier such as 'my_backend', not {excerpt(name)}."
             )
         if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
             raise UsageError(
                 "register_backend needs a subclass of daglite.backends.Backend, "
-                f"got {backend_class!r}."
+                f"got {excerpt(backend_class)}."
             )
         with self._lock:
             self._registered[name] = BackendEntry(name, backend_class, tuple(aliases), origin)
@@ -123,12 +125,12 @@ class BackendRegistry:
         if by_name is None:
             by_name = {n: entry for entry in self.entries() for n in entry.names}
             self._by_name = by_name
-        if name in by_name:
+        if isinstance(name, str) and name in by_name:
             return by_name[name]
         if name in self._unavailable:
-            raise UsageError(f"Backend {name!r} is not available: {self._unavailable[name]}")
+            raise UsageError(f"Backend {name!r} is not available: {self._unavailable[name]}.")
         valid = ", ".join(entry.name for entry in self.entries())
-        raise UsageError(f"Unknown backend {name!r}; choose one of: {valid}.")
+        raise UsageError(f"Unknown backend {excerpt(name)}; choose one of: {valid}.")
 
     def _discover(self) -> dict[str, BackendEntry]:
         with self._lock:
@@ -142,7 +144,7 @@ class BackendRegistry:
             try:
                 backend_class = point.load()
             except Exception as exc:  # a broken plugin must not break every command
-                self._unavailable[point.name] = f"{point.value} cannot be loaded ({exc})"
+                self._unavailable[point.name] = f"{point.value} cannot be loaded ({reason(exc)})"
                 continue
             if not (isinstance(backend_class, type) and issubclass(backend_class, Backend)):
                 self._unavailable[point.name] = f"{point.value} is not a daglite Backend"

@@ -1,9 +1,25 @@
-"""`%daglite` and `%%daglite`: parse the arguments, call the Python API, show the result."""
+"""`%daglite` and `%%daglite`: parse the arguments, call the Python API, show the result.
+
+How a line is read:
+
+- `submit [--backend NAME] CALL`: the rest of the line is Python. It is split into words by
+  Python's tokenizer (comments dropped, strings and brackets kept whole) and is not expanded.
+- every other command, and the cell magic's line: shell-like words (`shlex`), after IPython's
+  usual `$name` / `{expression}` expansion; an unquoted `#` starts a comment.
+
+Either way the words go through the same argparse parser, whose help is the magic's documentation.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import io
+import itertools
+import re
+import shlex
+import tokenize
+from collections import ChainMap
 from typing import Any
 from typing import NoReturn
 
@@ -11,14 +27,24 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics
 from IPython.core.magic import line_cell_magic
 from IPython.core.magic import magics_class
+from IPython.core.magic import needs_local_scope
+from IPython.core.magic import no_var_expand
+from IPython.utils.text import DollarFormatter
 
 import daglite_nb
+from daglite_nb._errors import excerpt
+from daglite_nb._errors import reason
+from daglite_nb._errors import shorten
+from daglite_nb._errors import shorten_words
+
+# region Parser
 
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser that reports mistakes as `UsageError` instead of exiting."""
 
     def error(self, message: str) -> NoReturn:
+        message = shorten_words(message)
         raise UsageError(f"{message[0].upper()}{message[1:]}; see %daglite --help.")
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
@@ -35,7 +61,7 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {excerpt(text)}")
     return value
 
 
@@ -108,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# region Magics
+
+
 @magics_class
 class DagliteMagics(Magics):
     """The `%daglite` line magic and `%%daglite` cell magic."""
@@ -115,13 +144,20 @@ class DagliteMagics(Magics):
     parser = build_parser()
 
     @line_cell_magic
-    def daglite(self, line: str, cell: str | None = None) -> Any:  # noqa: D102
-        if cell is None and line.split(maxsplit=1)[:1] == ["submit"]:
-            return self._submit(line.split(maxsplit=1)[1:])
+    @no_var_expand
+    @needs_local_scope
+    def daglite(  # noqa: D102
+        self, line: str, cell: str | None = None, local_ns: dict[str, Any] | None = None
+    ) -> Any:
+        namespace = self.shell.user_ns if local_ns is None else local_ns
         try:
-            args = self.parser.parse_args(_split(line))
+            args, extra = self.parser.parse_known_args(self._words(line, namespace))
         except _HelpShown:
             return None
+        if extra:
+            raise UsageError(
+                f"Unrecognized arguments: {shorten(shlex.join(extra))}; see %daglite --help."
+            )
         if cell is not None:
             return self._run_cell(args, cell)
         if args.cell_backend:
@@ -131,9 +167,18 @@ class DagliteMagics(Magics):
                 "Name a command: start, use, submit, restart, panel, status, backends or stop; "
                 "see %daglite --help."
             )
+        if args.command == "submit":
+            return self._submit(args, namespace)
         return getattr(self, f"_{args.command}")(args)
 
     daglite.__doc__ = parser.format_help()
+
+    def _words(self, line: str, namespace: dict[str, Any]) -> list[str]:
+        """Split *line* into the parser's words: Python for `submit`, shell-like otherwise."""
+        submit = _SUBMIT.match(line)
+        if submit:
+            return ["submit", *_python_words(line[submit.end() :])]
+        return _shell_words(_expand(line, self.shell.user_ns, namespace))
 
     def _start(self, args: argparse.Namespace) -> None:
         daglite_nb.start(
@@ -153,19 +198,19 @@ class DagliteMagics(Magics):
     def _use(self, args: argparse.Namespace) -> None:
         print(f"default backend: {daglite_nb.use(args.name)}")
 
-    def _submit(self, rest: list[str]) -> Any:
-        """Evaluate `[--backend NAME] task(args...)` in the user's namespace and submit it."""
-        source = rest[0].strip() if rest else ""
-        backend = None
-        if source.startswith(("-h", "--help")):
-            try:
-                self.parser.parse_args(["submit", "--help"])
-            except _HelpShown:
-                return None
-        if source.startswith("--backend"):
-            _, backend, source = [*source.split(maxsplit=2), "", ""][:3]
-        task, args, kwargs = _evaluate_call(source, self.shell.user_ns)
-        return daglite_nb.submit(task, *args, backend=backend or None, **kwargs)
+    def _submit(self, args: argparse.Namespace, namespace: dict[str, Any]) -> Any:
+        """Evaluate the call's callee and arguments in the user's namespace and submit it."""
+        code = _compile_call(" ".join(args.call))
+        try:
+            task, call_args, kwargs = eval(
+                code, self.shell.user_ns, ChainMap({_PACK: _pack}, namespace)
+            )
+        except Exception as exc:
+            raise UsageError(
+                f"Cannot evaluate {excerpt(' '.join(args.call))}: "
+                f"{type(exc).__name__}: {reason(exc)}."
+            ) from None
+        return daglite_nb.submit(task, *call_args, backend=args.backend, **kwargs)
 
     def _restart(self, args: argparse.Namespace) -> None:
         print(f"restarted backend: {daglite_nb.restart(args.name)}")
@@ -192,28 +237,98 @@ class DagliteMagics(Magics):
             self.shell.run_cell(cell)
 
 
-def _evaluate_call(source: str, namespace: dict[str, Any]) -> tuple[Any, tuple, dict]:
-    """Evaluate the callee and the arguments of the call *source*, without calling it."""
+# region Reading lines
+
+_SUBMIT = re.compile(r"\s*submit(?![^\s#])")
+"""A line whose command is `submit` (followed by a space, a comment or nothing)."""
+
+_NOT_WORDS = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+}
+
+_FORMATTER = DollarFormatter()
+
+EXPANDED_CHARS = 1_000
+"""The longest line that gets IPython's expansion: its formatter takes time quadratic in length."""
+
+
+def _expand(line: str, user_ns: dict[str, Any], local_ns: dict[str, Any]) -> str:
+    """Expand `$name` and `{expression}` in *line* as IPython does for magics (or leave it)."""
+    if len(line) > EXPANDED_CHARS or ("$" not in line and "{" not in line):
+        return line
+    try:
+        return _FORMATTER.vformat(line, args=[], kwargs={**user_ns, **local_ns})
+    except Exception:  # IPython's rule: a line that does not expand is used as it is
+        return line
+
+
+def _shell_words(line: str) -> list[str]:
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise UsageError(f"Cannot read the arguments: {reason(exc)}.") from None
+
+
+def _python_words(source: str) -> list[str]:
+    """Split *source* into words as Python reads it, dropping comments.
+
+    A word is a run of tokens with no space between them outside brackets, so `f(1, y=2)` and
+    `"a  b"` stay whole, and the words joined by single spaces read as the same Python. Source
+    that Python cannot tokenize stays one word, for the call's parser to say what is wrong.
+    """
+    starts = [0, *itertools.accumulate(map(len, io.StringIO(source).readlines()))]
+    spans: list[list[int]] = []  # [begin, end] of each word in *source*
+    depth = 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type in _NOT_WORDS or token.string.isspace():  # 3.11: ERRORTOKEN " "
+                continue
+            begin = starts[token.start[0] - 1] + token.start[1]
+            if depth == 0 and (not spans or begin != spans[-1][1]):
+                spans.append([begin, begin])
+            spans[-1][1] = starts[token.end[0] - 1] + token.end[1]
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth = max(depth - 1, 0)
+    except (tokenize.TokenError, SyntaxError):
+        return [source.strip()]
+    return [source[begin:end] for begin, end in spans]
+
+
+# region Submitted calls
+
+_PACK = "__daglite_nb_pack__"
+
+
+def _pack(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    return func, args, kwargs
+
+
+def _compile_call(source: str) -> Any:
+    """Compile the call *source* into code that returns its callee and arguments, uncalled.
+
+    Raises:
+        UsageError: If *source* is not one call that compiles (a repeated keyword or `await`
+            outside a function do not), or is nested too deeply for the compiler.
+    """
     try:
         call = ast.parse(source, mode="eval").body
-    except SyntaxError:
-        call = None
-    if not isinstance(call, ast.Call):
-        raise UsageError(f"submit takes a call such as task_fn(1, y=2), not {source!r}.")
-    pack = ast.Call(
-        ast.Name("__daglite_nb_pack__", ast.Load()), [call.func, *call.args], call.keywords
-    )
-    code = compile(ast.fix_missing_locations(ast.Expression(pack)), "<%daglite submit>", "eval")
-    try:
-        return eval(code, namespace, {"__daglite_nb_pack__": lambda f, *a, **k: (f, a, k)})
-    except Exception as exc:
-        raise UsageError(f"Cannot evaluate {source!r}: {type(exc).__name__}: {exc}.") from None
-
-
-def _split(line: str) -> list[str]:
-    import shlex
-
-    try:
-        return shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"Cannot read the arguments: {exc}.") from None
+        if not isinstance(call, ast.Call):
+            raise UsageError(f"submit takes a call such as task_fn(1, y=2), not {excerpt(source)}.")
+        pack = ast.Call(ast.Name(_PACK, ast.Load()), [call.func, *call.args], call.keywords)
+        tree = ast.fix_missing_locations(ast.Expression(pack))
+        return compile(tree, "<%daglite submit>", "eval")
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL character
+        raise UsageError(
+            f"submit takes a call such as task_fn(1, y=2), not {excerpt(source)} ({reason(exc)})."
+        ) from None
+    except (RecursionError, MemoryError):
+        raise UsageError(
+            f"submit cannot read {excerpt(source)}: it is nested too deeply."
+        ) from None

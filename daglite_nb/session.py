@@ -28,6 +28,9 @@ from IPython import get_ipython
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
+from daglite_nb._calls import backend_callable
+from daglite_nb._errors import excerpt
+from daglite_nb._errors import reason
 from daglite_nb._events import events
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
@@ -97,8 +100,7 @@ class NotebookSession:
         self._context = contextvars.Context()
         self._cm = daglite.session(
             backend=registry.resolve(options.backend).name,
-            cache_store=options.cache_store,
-            dataset_store=options.dataset_store,
+            **options.stores(),
             settings=options.settings(),
             plugins=list(options.plugins),
         )
@@ -137,7 +139,9 @@ class NotebookSession:
             try:
                 backend_class = backend_class.configure(**options)
             except (AttributeError, TypeError, ValueError) as exc:
-                raise UsageError(f"Backend {name!r} does not take these options: {exc}") from None
+                raise UsageError(
+                    f"Backend {name!r} does not take these options: {reason(exc)}."
+                ) from None
         self._manager.register(name, tracked_backend(backend_class, self.tracker, name))
 
     def use(self, name: str) -> str:
@@ -163,7 +167,7 @@ class NotebookSession:
         unknown = set(settings) - set(BACKEND_SETTINGS)
         if unknown:
             raise UsageError(
-                f"Unknown backend setting {sorted(unknown)[0]!r}; "
+                f"Unknown backend setting {excerpt(sorted(unknown)[0])}; "
                 f"valid settings: {', '.join(BACKEND_SETTINGS)}."
             )
         fields = {name: getattr(self.options, name) for name in BACKEND_SETTINGS}
@@ -213,7 +217,7 @@ class NotebookSession:
             try:
                 return self._context.run(self._manager.get, canonical)
             except Exception as exc:
-                raise UsageError(f"Backend {canonical!r} could not start: {exc}") from None
+                raise UsageError(f"Backend {canonical!r} could not start: {reason(exc)}.") from None
 
     def _get_backend(self, get: Callable[[str | None], Backend], name: str | None) -> Backend:
         """Every backend lookup of the session's manager: by canonical name, while open."""
@@ -286,7 +290,7 @@ class NotebookSession:
         # Loops submit one callable many times: turn it into a backend callable once.
         last = self._last_callable
         if last[0] is not func:
-            call = _daglite.backend_callable(_require_callable(func, verb), verb)
+            call = backend_callable(func, verb)
             last = self._last_callable = (func, call)
         return last[1]
 
@@ -378,12 +382,6 @@ def _canonical_name(name: str) -> str:
         return registry.resolve(name).name
     except UsageError:
         return name  # daglite reports the unknown name itself
-
-
-def _require_callable(func: Any, verb: str) -> Any:
-    if not callable(func):
-        raise UsageError(f"{verb} needs a task or a callable, got {func!r}.")
-    return func
 
 
 def _show(unit: Call | Group) -> None:

@@ -76,6 +76,76 @@ def test_mistakes_keep_the_session(ip, session, line, message):
     assert (status.state, status.backend) == ("open", "inline")
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "start --cache-store /proc/nope/x",
+            "The cache store cannot be created at '/proc/nope/x' (--cache-store): "
+            "No such file or directory.",
+        ),
+        (
+            "start --dataset-store " + "n" * 300,
+            f"The dataset store cannot be created at '{'n' * 37}…' (--dataset-store): "
+            "File name too long.",
+        ),
+        ("start --backend thread --colour blue  # a comment", "Unrecognized arguments: --colour"),
+        (
+            "start --colour " + "c" * 20_000,
+            f"Unrecognized arguments: --colour {'c' * 30}…; see %daglite --help.",
+        ),
+        (
+            "frob" + "b" * 20_000,
+            f"Argument COMMAND: invalid choice: 'frob{'b' * 33}…' (choose from 'start', ",
+        ),
+        (
+            "start --max-threads " + "9" * 5_000,
+            f"Argument --max-threads: expected a positive integer, got '{'9' * 37}…'; see",
+        ),
+    ],
+)
+def test_bad_options_and_long_input_give_short_usage_errors(ip, line, message):
+    with pytest.raises(UsageError, match=_literal(message)):
+        magic(ip, line)
+    assert daglite_nb.status().state == "none"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("sq", "submit takes a call such as task_fn(1, y=2), not 'sq'."),
+        (  # Python cannot split it into words: the comment is part of the call
+            "sq(",
+            "submit takes a call such as task_fn(1, y=2), not 'sq(  # a comment' "
+            "('(' was never closed).",
+        ),
+        (
+            "sq(x=1, x=2)",
+            "submit takes a call such as task_fn(1, y=2), not 'sq(x=1, x=2)' "
+            "(keyword argument repeated: x).",
+        ),
+        (
+            "sq(await f())",
+            "submit takes a call such as task_fn(1, y=2), not 'sq(await f())' "
+            "('await' outside function).",
+        ),
+        ("sq(" + "1+" * 10_000 + "1)", f"submit cannot read 'sq({'1+' * 17}…': it is nested"),
+        ("sq(" + "-" * 10_000 + "1)", "it is nested too deeply."),
+        ("nope(1)", "Cannot evaluate 'nope(1)': NameError: name 'nope' is not defined."),
+        ("--backend=nope sq(1)", "Unknown backend 'nope'; choose one of: "),
+        ("--backend", "Argument --backend: expected one argument; see %daglite --help."),
+        ("-x sq(1)", "Unrecognized arguments: -x; see %daglite --help."),
+        ("sq(1)(2)", "submit needs a task or a callable, got 1."),
+    ],
+)
+def test_submit_mistakes_are_one_sentence(ip, session, call, message):
+    ip.run_cell("from daglite import task\n@task\ndef sq(x):\n    return x * x")
+    with pytest.raises(UsageError, match=_literal(message)) as raised:
+        magic(ip, f"submit {call}  # a comment")
+    assert len(str(raised.value)) < 200
+    assert magic(ip, "submit sq(3)").result() == 9
+
+
 def test_python_api_mistakes_are_usage_errors(ip, session):
     with pytest.raises(UsageError, match="Unknown session option 'colour'; valid options: backend"):
         daglite_nb.start(colour="blue")
@@ -87,7 +157,19 @@ def test_python_api_mistakes_are_usage_errors(ip, session):
         daglite_nb.register_backend("mine", object)
     with pytest.raises(UsageError, match="must be an identifier"):
         daglite_nb.register_backend("my backend", object)
+    with pytest.raises(UsageError, match=_literal("submit needs a task or a callable, got 3.")):
+        daglite_nb.submit(3)
+    with pytest.raises(UsageError, match=_literal(f"got {repr([0] * 13)[:38]}…].")):
+        daglite_nb.submit([0] * 10_000)
+    with pytest.raises(UsageError, match=_literal("max_threads must be a positive integer, got")):
+        daglite_nb.start(max_threads="x" * 10_000)
     assert daglite_nb.status().backend == "inline"
+
+
+def test_a_store_that_cannot_be_created_is_a_usage_error_in_python_too(ip):
+    with pytest.raises(UsageError, match=_literal("cannot be created at '/proc/nope/x' (--cache")):
+        daglite_nb.start(cache_store="/proc/nope/x")
+    assert daglite_nb.status().state == "none"
 
 
 def test_unknown_backend_lists_every_usable_name(ip):
