@@ -252,7 +252,8 @@ class _ClusterHost:
         (it logs each step: scheduler, nannies, every worker that registers).
 
         Raises:
-            BackendError: If the cluster did not start; the message ends with the helper's log.
+            BackendError: If the cluster did not start: why, in a sentence on the first line of
+                the message, and the helper's log on the next lines.
         """
         ready = self._process.stdout
         logged, since = -1, time.monotonic()
@@ -263,13 +264,13 @@ class _ClusterHost:
             elif time.monotonic() - since > START_STALL_SECONDS:
                 stalled = f"its helper logged nothing for {START_STALL_SECONDS:g} s"
                 raise BackendError(
-                    f"The local Dask cluster did not start: {stalled}. {self._log_tail()}"
+                    f"The local Dask cluster did not start: {stalled}.\n{self._log_tail()}"
                 )
         line = ready.readline()  # type: ignore[union-attr]
         if not line:
             ended = _how_it_ended(self._process.wait())
             raise BackendError(
-                f"The local Dask cluster did not start: its helper {ended}. {self._log_tail()}"
+                f"The local Dask cluster did not start: its helper {ended}.\n{self._log_tail()}"
             )
         return json.loads(line)["address"]
 

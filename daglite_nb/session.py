@@ -31,6 +31,7 @@ from daglite_nb import _daglite
 from daglite_nb._calls import backend_callable
 from daglite_nb._errors import excerpt
 from daglite_nb._errors import reason
+from daglite_nb._errors import shorten
 from daglite_nb._events import events
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
@@ -217,7 +218,7 @@ class NotebookSession:
             try:
                 return self._context.run(self._manager.get, canonical)
             except Exception as exc:
-                raise UsageError(f"Backend {canonical!r} could not start: {reason(exc)}.") from None
+                raise UsageError(_start_failure(canonical, exc)) from None
 
     def _get_backend(self, get: Callable[[str | None], Backend], name: str | None) -> Backend:
         """Every backend lookup of the session's manager: by canonical name, while open."""
@@ -382,6 +383,17 @@ def _canonical_name(name: str) -> str:
         return registry.resolve(name).name
     except UsageError:
         return name  # daglite reports the unknown name itself
+
+
+def _start_failure(name: str, error: Exception) -> str:
+    """Why backend *name* could not start: a sentence; then the backend's own detail, if any.
+
+    A backend that fails for a reason of its environment (a cluster that would not start) may
+    put detail on the lines after its first one (a log): it is kept, below the sentence.
+    """
+    summary, _, detail = str(error).partition("\n")
+    first = reason(error) if not detail else shorten(summary, 200).rstrip(".")
+    return f"Backend {name!r} could not start: {first}." + (f"\n{detail}" if detail else "")
 
 
 def _show(unit: Call | Group) -> None:

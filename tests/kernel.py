@@ -200,14 +200,16 @@ class Kernel:
             except queue.Empty:
                 pass
 
-    def drain(self, seconds: float) -> None:
-        """Read iopub for *seconds*, logging every comm message (widget updates)."""
-        deadline = time.monotonic() + seconds
+    def _read_iopub_until(self, condition: Callable[[dict[str, Any]], bool]) -> None:
+        deadline = time.monotonic() + 60
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                self._log_comm(self.client.get_iopub_msg(timeout=remaining))
+                msg = self.client.get_iopub_msg(timeout=remaining)
             except queue.Empty:
-                break
+                return
+            self._log_comm(msg)
+            if condition(msg):
+                return
 
     def updates(self, model_id: str | None) -> list[dict[str, Any]]:
         """The states sent so far to the widget *model_id* (None: to any widget): the one it
@@ -242,6 +244,9 @@ class Kernel:
         """Ask the kernel to shut down (or restart) the way a frontend does."""
         if restart:
             self.manager.restart_kernel(now=False)
+            # What the old kernel sent before it exited, up to its shutdown broadcast (waiting
+            # for the new kernel discards iopub).
+            self._read_iopub_until(lambda msg: msg["msg_type"] == "shutdown_reply")
             self.client.wait_for_ready(timeout=60)
             self.pid = int(self.eval("__import__('os').getpid()"))
         else:

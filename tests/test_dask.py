@@ -369,7 +369,7 @@ def test_a_cluster_that_does_not_start_says_why_and_leaves_no_process(
     result = kernel.collect(msg_id, timeout=120)
     assert not result.ok
     error = "UsageError: Backend 'dask' could not start: The local Dask cluster did not start: "
-    assert result.stderr.startswith(f"{error}{reason} Its log ends:\n"), result.stderr
+    assert result.stderr.startswith(f"{error}{reason}\nIts log ends:\n"), result.stderr
     assert "waits for the gate" in result.stderr  # what the workers logged
     assert wait_gone(pids, timeout=5) == []
     assert kernel.eval("__import__('daglite_nb').session.current()") is None

@@ -97,7 +97,7 @@ def test_any_callable_can_be_submitted_on_every_local_backend(kernel):
     group = "dnb.map(len, [[1], [1, 2]], backend='process')"
     assert kernel.eval(f"{group}.results()") == [1, 2]
     kernel.ok("fut = %daglite submit len([1, 2])")
-    assert kernel.eval("str(fut)") == "<LiveFuture len([1, 2]) on inline>"
+    assert kernel.eval("str(fut)") == "<LiveFuture len([1, 2]) on inline: finished>"
 
 
 # region Malformed input
