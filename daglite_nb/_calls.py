@@ -21,8 +21,8 @@ import daglite
 from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
-from daglite_nb._errors import excerpt
-from daglite_nb._errors import reason
+from daglite_nb._text import excerpt
+from daglite_nb._text import reason
 
 
 def backend_callable(func: Any, verb: str) -> Callable[..., Any]:

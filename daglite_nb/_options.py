@@ -11,8 +11,8 @@ from daglite.datasets import DatasetStore
 from daglite.settings import get_global_settings
 from IPython.core.error import UsageError
 
-from daglite_nb._errors import excerpt
-from daglite_nb._errors import reason
+from daglite_nb._text import excerpt
+from daglite_nb._text import reason
 
 
 @dataclass(frozen=True)

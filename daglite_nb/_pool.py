@@ -17,7 +17,6 @@ import itertools
 import logging
 import os
 import pickle
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +29,8 @@ import cloudpickle
 from daglite.exceptions import BackendError
 
 from daglite_nb import _worker
+from daglite_nb._text import how_it_ended
+from daglite_nb._text import safe_str
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class WorkerPool:
             function = self._function(func, fresh)
         except Exception as exc:
             future.set_exception(
-                CallNotSent(f"Task {name!r} cannot be sent to a process worker: {_safe_str(exc)}.")
+                CallNotSent(f"Task {name!r} cannot be sent to a process worker: {safe_str(exc)}.")
             )
             return future
         self._waiting.append(_Call(future, name, function, tag, map_index, args, kwargs))
@@ -306,7 +307,7 @@ class WorkerPool:
         except (EOFError, OSError):
             return False  # the worker is gone: its sentinel tells
         except Exception as exc:  # a result or an error this process cannot unpickle
-            self._fail_calls(worker, BackendError(f"A result could not be read: {_safe_str(exc)}"))
+            self._fail_calls(worker, BackendError(f"A result could not be read: {safe_str(exc)}"))
             return True
         kind = message[0]
         if kind == "event":
@@ -353,7 +354,7 @@ class WorkerPool:
         calls = list(worker.calls.values())
         if worker.ready and calls:
             running, calls = calls[0], calls[1:]
-            how = _how_it_ended(worker.process.exitcode)
+            how = how_it_ended(worker.process.exitcode)
             _settle(
                 running.future,
                 error=WorkerLost(
@@ -374,7 +375,7 @@ class WorkerPool:
     def _give_up(self, exitcode: int | None) -> None:
         self._broken = (
             f"Process workers cannot start: {STARTUP_FAILURES} in a row "
-            f"{_how_it_ended(exitcode)} before they were ready; restart the backend with "
+            f"{how_it_ended(exitcode)} before they were ready; restart the backend with "
             "%daglite restart once the cause is fixed."
         )
         error = BackendError(self._broken)
@@ -434,7 +435,7 @@ def _arguments_pickle(call: _Call) -> bool:
             call.future,
             error=CallNotSent(
                 f"The arguments of task {call.name!r} cannot be sent to a process worker: "
-                f"{_safe_str(exc)}."
+                f"{safe_str(exc)}."
             ),
         )
         return False
@@ -455,21 +456,3 @@ def _settle(future: Future[Any], result: Any = None, error: BaseException | None
             future.set_exception(error)
     except InvalidStateError:
         pass
-
-
-def _how_it_ended(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "ended"
-    if exitcode < 0:
-        try:
-            return f"was killed by signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"was killed by signal {-exitcode}"
-    return f"exited with code {exitcode}"
-
-
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__name__}>"

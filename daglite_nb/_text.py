@@ -1,15 +1,27 @@
-"""User objects as short, safe text: calls, results and failures. No IPython here.
+"""User objects as short, safe text: calls, results, failures and error messages. No IPython.
 
 What a finished call keeps is text made here, never the objects themselves: the text is bounded,
 and making it never raises, whatever a user's `__repr__` or `__str__` does.
+
+Every `UsageError` daglite-nb raises is one sentence on one line that ends with a period. It
+quotes user input (a magic line, a value, a callable) only through `excerpt` or `shorten`, so
+an error about a 20,000-character line stays short, and other exceptions through `reason`.
 """
 
 from __future__ import annotations
 
+import re
 import reprlib
+import signal
 import traceback
 from typing import Any
 from typing import NamedTuple
+
+EXCERPT_CHARS = 40
+"""The longest excerpt of user input an error message quotes (quotes and ellipsis included)."""
+
+REASON_CHARS = 80
+"""The longest reason (the message of another exception) an error message quotes."""
 
 CALL_WIDTH = 60
 """Longest call text (`square(7)`), in characters."""
@@ -41,9 +53,10 @@ _INTERNAL_PATHS = (
 """Frames of these files are not the user's: a failure shows the user's frames first."""
 
 
-def shorten(text: str, width: int) -> str:
-    """*text*, cut to *width* characters with an ellipsis."""
-    return text if len(text) <= width else text[: width - 1] + "…"
+def shorten(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """Return *text* on one line, cut to *limit* characters with an ellipsis."""
+    text = _one_line(text)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def safe_repr(value: Any, short: reprlib.Repr = _call_repr) -> str:
@@ -112,3 +125,65 @@ def _bounded(text: str) -> str:
         return text
     cut = len(text) - TRACEBACK_CHARS
     return f"… ({cut} characters cut)\n" + text[cut:]
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """How a process that exited with *exitcode* ended (negative: killed by that signal)."""
+    if exitcode is None:
+        return "ended"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+# region Error messages
+
+
+def excerpt(value: object) -> str:
+    """Return the repr of *value* on one line, cut to `EXCERPT_CHARS` with an ellipsis.
+
+    The cut keeps the repr's closing character (`'`, `)`, `>`), so it still reads as a quote.
+    """
+    try:
+        text = repr(value)
+    except BaseException:  # a user object whose __repr__ fails
+        text = f"<{type(value).__name__} object>"
+    return _cut_inside(_one_line(text))
+
+
+def reason(exc: BaseException) -> str:
+    """Return why *exc* happened as a clause: one line, at most `REASON_CHARS`, no final period.
+
+    For an `OSError` that is its description alone (`No such file or directory`), without the
+    path it names; for a `SyntaxError` its message, without the file and line.
+    """
+    text = exc.strerror if isinstance(exc, OSError) else None
+    if isinstance(exc, SyntaxError):
+        text = exc.msg
+    if not text:
+        try:
+            text = str(exc)
+        except BaseException:  # a user exception whose __str__ fails
+            text = ""
+    return shorten(text, REASON_CHARS).rstrip(".") or type(exc).__name__
+
+
+def shorten_words(message: str) -> str:
+    """Cut every word of *message* longer than `EXCERPT_CHARS` as `excerpt` cuts a repr.
+
+    For messages that others compose with a user's words in them (argparse's).
+    """
+    return re.sub(rf"\S{{{EXCERPT_CHARS + 1},}}", lambda word: _cut_inside(word[0]), message)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _cut_inside(text: str) -> str:
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    return f"{text[: EXCERPT_CHARS - 2]}…{text[-1]}"

@@ -23,6 +23,7 @@ from daglite.plugins.reporters import EventReporter
 
 from daglite_nb import _daglite
 from daglite_nb._events import run_as
+from daglite_nb._text import safe_str
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def error_payload(error: BaseException) -> tuple[Any, ...]:
         _dumps(error.__cause__),
         "".join(traceback.format_exception(error)),
         type(error).__name__,
-        _safe_str(error),
+        safe_str(error),
     )
 
 
@@ -276,10 +277,3 @@ def _loads(blob: bytes | None) -> Any:
         return pickle.loads(blob)
     except Exception:
         return None
-
-
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__name__}>"

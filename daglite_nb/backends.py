@@ -22,14 +22,14 @@ from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
 from daglite_nb._daglite import SubmitContext
-from daglite_nb._errors import excerpt
-from daglite_nb._errors import reason
 from daglite_nb._events import Carrier
 from daglite_nb._events import current_call
 from daglite_nb._events import end_with
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
+from daglite_nb._text import excerpt
+from daglite_nb._text import reason
 from daglite_nb.tracking import Call
 from daglite_nb.tracking import Group
 from daglite_nb.tracking import LiveFuture

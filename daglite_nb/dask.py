@@ -54,6 +54,7 @@ from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._events import run_as
 from daglite_nb._events import unwrap
+from daglite_nb._text import how_it_ended
 from daglite_nb._worker import PARENT_POLL_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ class _ClusterHost:
                 )
         line = ready.readline()  # type: ignore[union-attr]
         if not line:
-            ended = _how_it_ended(self._process.wait())
+            ended = how_it_ended(self._process.wait())
             raise BackendError(
                 f"The local Dask cluster did not start: its helper {ended}.\n{self._log_tail()}"
             )
@@ -286,13 +287,6 @@ class _ClusterHost:
         self._log.seek(0)
         tail = self._log.read().decode(errors="replace")[-size:]
         return f"Its log ends:\n{tail}" if tail else "It logged nothing."
-
-
-def _how_it_ended(returncode: int) -> str:
-    """Say how a process that exited with *returncode* ended (negative: killed by a signal)."""
-    if returncode < 0:
-        return f"was killed by {signal.Signals(-returncode).name}"
-    return f"exited with status {returncode}"
 
 
 def _serve(parent_pid: int, workers: int, threads: int) -> None:

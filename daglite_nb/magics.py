@@ -32,10 +32,10 @@ from IPython.core.magic import no_var_expand
 from IPython.utils.text import DollarFormatter
 
 import daglite_nb
-from daglite_nb._errors import excerpt
-from daglite_nb._errors import reason
-from daglite_nb._errors import shorten
-from daglite_nb._errors import shorten_words
+from daglite_nb._text import excerpt
+from daglite_nb._text import reason
+from daglite_nb._text import shorten
+from daglite_nb._text import shorten_words
 
 # region Parser
 

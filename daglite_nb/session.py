@@ -29,13 +29,13 @@ from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
 from daglite_nb._calls import backend_callable
-from daglite_nb._errors import excerpt
-from daglite_nb._errors import reason
-from daglite_nb._errors import shorten
 from daglite_nb._events import events
 from daglite_nb._options import BACKEND_SETTINGS
 from daglite_nb._options import SessionOptions
 from daglite_nb._text import call_text
+from daglite_nb._text import excerpt
+from daglite_nb._text import reason
+from daglite_nb._text import shorten
 from daglite_nb.backends import is_tracked
 from daglite_nb.backends import registry
 from daglite_nb.backends import tracked_backend

@@ -502,9 +502,7 @@ class Tracker:
                 return None
             call = link if link is not None and link.task_id is None else None
         if call is None:
-            call = self._first_seen(
-                task_id, name, worker, parent_task, map_index, backend, session
-            )
+            call = self._first_seen(task_id, name, worker, parent_task, map_index, backend, session)
             group = call.group
             if group is not None and group.kind == "gather_tasks" and group.total == 1:  # first
                 self._show(group)
@@ -757,6 +755,7 @@ class Tracker:
 def _alone(call: Call) -> bool:
     """Whether *call* is shown on its own (its result with it), not counted in a group."""
     return call.group is None and call.parent is None
+
 
 _GONE = Call(0, "", "", None)
 """Stands for a submitted call that ended before its task reported a start."""

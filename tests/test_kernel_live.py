@@ -9,7 +9,9 @@ from kernel import arrivals
 from kernel import open_gate
 from kernel import wait_until
 
-TASKS = GATE + """
+TASKS = (
+    GATE
+    + """
 import time, threading
 import daglite_nb as dnb
 from daglite import task, map_tasks
@@ -27,6 +29,7 @@ def boom(message):
 def noop(x):
     return x
 """
+)
 
 VIEW = "application/vnd.jupyter.widget-view+json"
 

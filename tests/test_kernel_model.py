@@ -13,7 +13,9 @@ from kernel import arrivals
 from kernel import open_gate
 from kernel import wait_until
 
-TASKS = GATE + """
+TASKS = (
+    GATE
+    + """
 import os, time, asyncio
 import daglite_nb as dnb
 from daglite import task, map_tasks, gather_tasks, workflow
@@ -35,6 +37,7 @@ async def fetch(x):
     await asyncio.sleep(0)
     return x * 10
 """
+)
 
 
 def _outcomes(result):
@@ -152,9 +155,10 @@ def test_a_backend_registered_through_daglite_is_usable_and_tracked(session):
         "    name = 'viad'\n"
         "BackendManager.get_active().register('viad', Viad)"
     )
-    assert "viad     -                           BackendManager.register" in session.ok(
-        "%daglite backends"
-    ).text
+    assert (
+        "viad     -                           BackendManager.register"
+        in session.ok("%daglite backends").text
+    )
     assert "default backend: viad" in session.ok("%daglite use viad").stdout
     assert _shown(session, "out = map_tasks(inner, [1, 2])") == [
         "<map_tasks inner × 2 on viad: 2 finished>"
