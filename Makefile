@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8888
 
-.PHONY: lab test env chromium clean
+.PHONY: lab test env chromium notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ lab: env
 	$(BIN)/jupyter lab $(ROOT_FLAG) --port $(PORT) notebooks/
 
 test: env chromium
-	$(BIN)/ruff check daglite_nb tests benchmarks
+	$(BIN)/ruff check daglite_nb tests benchmarks conftest.py
+	$(BIN)/ruff format --check daglite_nb tests benchmarks conftest.py
 	$(BIN)/python -m pytest tests --nbval notebooks/ --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# Re-run the tutorial notebooks in place, so their saved outputs are the current package's.
+notebooks: env
+	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=300 *.ipynb
 
 clean:
 	rm -rf $(VENV)

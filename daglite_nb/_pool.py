@@ -109,6 +109,10 @@ class _Worker:
         self.ready = False
         self.calls: dict[int, _Call] = {}
         """The calls sent to it that have not ended, in the order it runs them."""
+        self.sent: deque[list[int]] = deque()
+        """The ids of the calls of each message sent to it that it has not yet taken."""
+        self.taken: list[int] = []
+        """The ids of the calls of the message it took last: it runs them one after another."""
         self.functions = _worker.FunctionCache()
         self.context_version = 0
 
@@ -298,6 +302,7 @@ class WorkerPool:
         header = [(call.id, call.tag, call.map_index) for call in calls]
         for call in calls:
             worker.calls[call.id] = call
+        worker.sent.append([call.id for call in calls])
         _send(worker, ("run", function.id, blob, header, arguments))
 
     def _receive(self, worker: _Worker) -> bool:
@@ -315,6 +320,8 @@ class WorkerPool:
                 self._on_event(message[1], message[2])
             except Exception:
                 logger.exception("daglite-nb could not handle a worker's event")
+        elif kind == "took":
+            worker.taken = worker.sent.popleft()
         elif kind == "ended":
             self._ended(worker, message[1])
         elif kind == "ready":
@@ -352,8 +359,9 @@ class WorkerPool:
         worker.process.join(STOP_SECONDS)  # it is exiting: reap it, to tell how it ended
         worker.conn.close()
         calls = list(worker.calls.values())
-        if worker.ready and calls:
-            running, calls = calls[0], calls[1:]
+        running = next((worker.calls[i] for i in worker.taken if i in worker.calls), None)
+        if running is not None:  # the worker had taken it: it ran it when it died
+            calls.remove(running)
             how = how_it_ended(worker.process.exitcode)
             _settle(
                 running.future,

@@ -69,6 +69,7 @@ def serve(conn: Any, daglite_context: dict[str, Any], dataset_queue: Any) -> Non
             functions.remember(function_id)
         else:
             functions.remember(function_id, _load_function(blob))
+        channel.send(("took",))  # from now on, a crash of this worker is one of these calls'
         outcomes = _run_batch(conn, functions[function_id], header, arguments, cancelled)
         channel.send(("ended", outcomes), fallback=_sendable_outcomes)
         cancelled.clear()

@@ -78,6 +78,7 @@ class Call:
         text: The call with its arguments (`square(7)`), for calls submitted one by one.
         parent: The call inside which this one runs, if any.
         group: The group this call counts in, if any.
+        index: Its index in a fan-out, if it is in one.
         task_id: daglite's id of the call (`TaskMetadata.id`), once it started.
         attempts: How many times daglite retried it.
         cached: Whether its result came from daglite's cache.
@@ -99,6 +100,7 @@ class Call:
         "cell",
         "parent",
         "group",
+        "index",
         "task_id",
         "state",
         "submitted",
@@ -125,6 +127,7 @@ class Call:
         parent: Call | None = None,
         group: Group | None = None,
         text: str | None = None,
+        index: int | None = None,
     ) -> None:
         self.id = call_id
         self.name = name
@@ -133,6 +136,7 @@ class Call:
         self.cell = cell
         self.parent = parent
         self.group = group
+        self.index = index
         self.task_id: Any = None
         self.state = PENDING
         self.submitted = time.time()
@@ -179,7 +183,8 @@ class Group:
         retried: Calls that daglite retried at least once.
         cached: Calls whose result came from the cache.
         items: Items that its generator calls yielded.
-        failures: The first failures, to show.
+        failures: The failures to show, as (call, failure): those of the calls with the lowest
+            map indexes (in the order of the calls, not of their ends).
         reason: Why calls were cancelled, if a reason was given (the session stopped).
         closed: For a top-level group: no more calls join it (its fan-out was submitted, its
             cell ended, its workflow ended). A nested group is closed once its owner ended.
@@ -205,7 +210,7 @@ class Group:
         self.retried = 0
         self.cached = 0
         self.items = 0
-        self.failures: list[Failure] = []
+        self.failures: list[tuple[Call, Failure]] = []
         self.reason: str | None = None
         self.closed = False
         self.created = time.time()
@@ -282,6 +287,13 @@ class Group:
 
     def __repr__(self) -> str:
         return f"<Group {self.kind} {self.label} × {self.total} on {self.backend}: {self.state}>"
+
+
+def _keep_failure(failures: list[tuple[Call, Failure]], call: Call, failure: Failure) -> None:
+    """Keep the failure of *call* among the `GROUP_FAILURES` of the earliest calls."""
+    failures.append((call, failure))
+    failures.sort(key=lambda kept: (kept[0].index is None, kept[0].index or 0, kept[0].id))
+    del failures[GROUP_FAILURES:]
 
 
 def _counts(live: int, running: int, ended: dict[str, int]) -> dict[str, int]:
@@ -393,7 +405,7 @@ class Tracker:
         if group is None and map_index is not None:
             group, opened = self._map_group(name, backend, parent, map_index, func)
         call_name = name if map_index is None else f"{name}[{map_index}]"
-        call = Call(self._ids(), call_name, backend, self.cell, parent, group, text)
+        call = Call(self._ids(), call_name, backend, self.cell, parent, group, text, map_index)
         idle = not self.live
         self.live[call.id] = call
         if group is not None:
@@ -548,7 +560,7 @@ class Tracker:
             group = self._child(workflow, label, backend)
         elif map_index is not None:
             group = self._gather_group(label, backend, map_index)
-        call = Call(self._ids(), name, backend, self.cell, parent, group)
+        call = Call(self._ids(), name, backend, self.cell, parent, group, index=map_index)
         call.task_id, call.worker = task_id, worker
         call.state, call.started = RUNNING, time.time()
         with self.lock:
@@ -651,8 +663,8 @@ class Tracker:
             if group is not None:
                 group.ended_counts[state] += 1
                 group.last_end = call.ended
-                if failure is not None and len(group.failures) < GROUP_FAILURES:
-                    group.failures.append(failure)
+                if failure is not None:
+                    _keep_failure(group.failures, call, failure)
                 if reason is not None and group.reason is None:
                     group.reason = reason
         return True

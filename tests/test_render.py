@@ -39,8 +39,13 @@ def test_seconds_read_well():
 def test_fallbacks_carry_the_outcome_and_no_timings():
     done = _call(outcome="49", ended=1.0, started=0.5)
     assert render.call_text(done) == f"<LiveFuture {EVIL}() on {EVIL}: finished → 49>"
-    failed = _call("failed", failure=Failure("ValueError: bad", "tb", "tb"))
+    failed = _call("failed", failure=Failure("ValueError: bad", "tb", "tb"), ended=1.0)
     assert render.call_text(failed).endswith("failed: ValueError: bad>")
+    running = _call("running")
+    assert render.call_text(running) == f"<LiveFuture {EVIL}() on {EVIL}>", "no live state"
+    open_group = _group({"finished": 1})
+    open_group.closed = False
+    assert render.group_text(open_group) == "<map_tasks square on thread>"
     group = _group({"finished": 5, "failed": 2, "cancelled": 1})
     assert render.group_text(group) == (
         "<map_tasks square × 8 on thread: 5 finished, 2 failed, 1 cancelled>"
@@ -64,7 +69,7 @@ def test_a_group_shows_each_outcome_apart():
 
 
 def test_html_escapes_every_piece_of_user_data():
-    failed = _call("failed", failure=Failure(EVIL, EVIL, EVIL + "more"))
+    failed = _call("failed", failure=Failure(EVIL, EVIL, EVIL + "more"), ended=1.0)
     for html in (render.call_live_html(failed), render.call_static_html(failed)):
         assert "<script" not in html and "&lt;script&gt;" in html
     table = render.panel_table_html([failed])

@@ -1,8 +1,9 @@
 """Text and HTML of calls, groups and the panel. Every piece of user data is escaped.
 
 Each shown call or group has three renderings: the live HTML of its widget (timings, workers,
-ETA), and two static fallbacks, text and HTML, which carry its state and outcome but no timings:
-they are what a saved notebook keeps, and nbval compares them.
+ETA), and two static fallbacks, text and HTML. The fallbacks are what a saved notebook keeps,
+and nbval compares them: until the call or group ended they say only what it is (its state then
+depends on when it was shown); once it ended they carry its outcome, never timings.
 """
 
 from __future__ import annotations
@@ -63,8 +64,16 @@ def _muted(text: str) -> str:
 
 
 def call_text(call: Call) -> str:
-    """The plain-text fallback of a call: state and outcome, no timings."""
-    return f"<{_call_kind(call)} {call.label} on {call.backend}: {_call_outcome(call)}>"
+    """The plain-text fallback of a call: what it is; once it ended, its outcome too."""
+    head = f"<{_call_kind(call)} {call.label} on {call.backend}"
+    return f"{head}: {_call_outcome(call)}>" if ended(call) else f"{head}>"
+
+
+def ended(unit: Call | Group) -> bool:
+    """Whether *unit* ended, its nested work included (its fallbacks then carry the outcome)."""
+    if isinstance(unit, Group):
+        return unit.ended
+    return unit.ended is not None and all(g.ended for g in (unit.children or {}).values())
 
 
 def _call_kind(call: Call) -> str:
@@ -95,7 +104,9 @@ def _call_facts(call: Call) -> list[str]:
 
 
 def call_static_html(call: Call) -> str:
-    """The HTML fallback of a call: state, call, outcome and nested work; no timings."""
+    """The HTML fallback of a call: once it ended, its outcome and nested work; no timings."""
+    if not ended(call):
+        return f"<code>{html.escape(call_text(call))}</code>"
     return _call_html(call, live=False)
 
 
@@ -114,32 +125,35 @@ def _call_html(call: Call, live: bool) -> str:
     facts += _call_facts(call)
     line = (
         f"{state_badge(call.state)} <code>{html.escape(call.label)}</code> "
-        f"{_muted(' · '.join(facts))}{_call_end_html(call)}"
+        f"{_muted(' · '.join(facts))}{_call_end_html(call, live)}"
     )
     nested = nested_html(call.children, live)
     return f'<div class="daglite-nb-future">{line}{nested}</div>'
 
 
-def _call_end_html(call: Call) -> str:
+def _call_end_html(call: Call, live: bool) -> str:
     if call.state == FINISHED and call.outcome is not None:
         return f" → <code>{html.escape(call.outcome)}</code>"
     if call.state == FAILED and call.failure is not None:
-        return failure_details(call.failure)
+        return failure_details(call.failure, full=live)
     if call.state == CANCELLED and call.reason:
         return " " + _muted(html.escape(call.reason))
     return ""
 
 
-def failure_details(failure: Failure) -> str:
-    """The exception in one line; the user's frames fold open on click, the full traceback too."""
-    summary = html.escape(failure.summary)
+def failure_details(failure: Failure, full: bool = True, call: str | None = None) -> str:
+    """The exception in one line; the user's frames fold open on click.
+
+    With *full*, the whole traceback folds open below them; static fallbacks leave it out (its
+    paths are those of the machine that ran it). A failure in a fan-out says which *call* it is.
+    """
+    summary = html.escape(f"{call}: {failure.summary}" if call else failure.summary)
     own = html.escape(failure.traceback)
-    full = html.escape(failure.full)
     pre = '<pre style="font-size:11px;white-space:pre-wrap;margin:2px 0">'
     whole = (
         f'<details><summary style="color:{MUTED};font-size:11px">full traceback</summary>'
-        f"{pre}{full}</pre></details>"
-        if failure.full != failure.traceback
+        f"{pre}{html.escape(failure.full)}</pre></details>"
+        if full and failure.full != failure.traceback
         else ""
     )
     return (
@@ -152,8 +166,10 @@ def failure_details(failure: Failure) -> str:
 
 
 def group_text(group: Group) -> str:
-    """The plain-text fallback of a group: counts by outcome, no timings."""
+    """The plain-text fallback of a group: what it is; once it ended, counts by outcome too."""
     where = f" on {group.backend}" if group.backend else ""
+    if not group.ended:
+        return f"<{group.kind} {group.label}{where}>"
     if group.kind != "workflow":
         head = f"<{group.kind} {group.label} × {group.total}{where}: {_group_counts(group)}"
     else:  # its calls are counted by task
@@ -186,7 +202,9 @@ def _group_facts(group: Group) -> list[str]:
 
 
 def group_static_html(group: Group) -> str:
-    """The HTML fallback of a group: state, counts, a bar of outcomes; no timings."""
+    """The HTML fallback of a group: once it ended, counts and a bar of outcomes; no timings."""
+    if not group.ended:
+        return f"<code>{html.escape(group_text(group))}</code>"
     return _group_html(group, live=False)
 
 
@@ -214,7 +232,9 @@ def _group_html(group: Group, live: bool) -> str:
         head = f"{state_badge(group.state)} {group.kind} <code>{html.escape(group.label)}</code>"
     if group.reason:
         head += " " + _muted(html.escape(group.reason))
-    failures = "".join(failure_details(failure) for failure in group.failures)
+    failures = "".join(
+        failure_details(failure, full=live, call=call.label) for call, failure in group.failures
+    )
     nested = nested_html(group.children, live)
     return f'<div class="daglite-nb-group">{head}{failures}{nested}</div>'
 

@@ -80,10 +80,7 @@ class UnitView:
         return render.group_live_html(unit)
 
     def _ended(self) -> bool:
-        unit = self.unit
-        if isinstance(unit, Call):
-            return unit.ended is not None and all(g.ended for g in (unit.children or {}).values())
-        return unit.ended
+        return render.ended(self.unit)
 
     def _show_cancel(self) -> None:
         if self.cancel is not None:
