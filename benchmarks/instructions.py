@@ -46,10 +46,6 @@ run = (lambda n: map_tasks(noop, range(n))) if what == "map" else (
 run(50)  # warm: the pool's threads, the task's first call
 if tasks:
     run(tasks)
-if way == "live":
-    # What the flusher does in a kernel within 0.1 s: count the last ends and let go of the
-    # fan-out's tables, so that their memory is freed here and not by interpreter teardown.
-    dnb.session.current().tracker.apply()
 """
 
 

@@ -3,8 +3,9 @@
 A plain daglite session stays open beside daglite-nb's, in a context of its own. Each round
 times plain and live alternately, three tries each, and keeps each side's best try: on two
 cores, threads that share the GIL make single timings swing by tens of percent, and the best
-of a few tries is the cost without a scheduling hiccup. The figures are the median (and middle
-half) of the rounds' ratios.
+of a few tries is the cost without a scheduling hiccup. Each try measures wall time and the
+kernel's CPU time (every thread of the kernel process). The figures are the median (and middle
+half) of the rounds' ratios, for both.
 
 Run: `.venv/bin/python benchmarks/live_futures.py` (prints the figures recorded in
 docs/performance.md).
@@ -40,9 +41,9 @@ def one_ms(x):
 
 def timed(func):
     gc.collect()  # every timed call starts from a collected heap
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     func()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 # A plain daglite session, open beside daglite-nb's in a context of its own, its pool warm.
 plain_context = contextvars.Context()
@@ -73,29 +74,32 @@ PAIRS = [  # the same map_tasks call runs plain or live by the context it runs i
 
 dnb.start(backend="thread")
 map_tasks(noop, range(10))
-rounds = {{"plain_map": [], "live_map": [], "plain_submit": [], "dnb_submit": [],
-          "plain_map_1ms": [], "live_map_1ms": []}}
+rounds = {{name: [] for pair in PAIRS for name in pair[:2]}}
+cpu_rounds = {{name: [] for pair in PAIRS for name in pair[:2]}}
 """
 
 ROUND = f"""
 def best_of_round(plain_func, live_func):
     # Plain and live alternate; each keeps its best try, so a scheduling hiccup is dropped.
     tries = [(plain(plain_func), timed(live_func)) for _ in range({TRIES})]
-    return min(p for p, _ in tries), min(l for _, l in tries)
+    return [min(side[i] for side in sides) for sides in zip(*tries) for i in (0, 1)]
 
 for plain_name, live_name, plain_func, live_func in PAIRS:
-    p, l = best_of_round(plain_func, live_func)
+    p, p_cpu, l, l_cpu = best_of_round(plain_func, live_func)
     rounds[plain_name].append(p)
     rounds[live_name].append(l)
+    cpu_rounds[plain_name].append(p_cpu)
+    cpu_rounds[live_name].append(l_cpu)
 """
 
 SUMMARY = """
+def quartiles(table, plain, live):
+    return statistics.quantiles([l / p for p, l in zip(table[plain], table[live])], n=4)
+
 figures = {name: min(times) for name, times in rounds.items()}
-ratios = {
-    live: statistics.quantiles([l / p for p, l in zip(rounds[plain], rounds[live])], n=4)
-    for plain, live in [("plain_map", "live_map"), ("plain_submit", "dnb_submit"),
-                        ("plain_map_1ms", "live_map_1ms")]
-}
+cpu_figures = {name: min(times) for name, times in cpu_rounds.items()}
+ratios = {live: quartiles(rounds, plain, live) for plain, live, _, _ in PAIRS}
+cpu_ratios = {live: quartiles(cpu_rounds, plain, live) for plain, live, _, _ in PAIRS}
 """
 
 ONE_LIVE_MAP = (
@@ -165,31 +169,21 @@ def main() -> None:
         messages = cells.run(ONE_LIVE_MAP) + cells.drain(1.0)
         figures = cells.value("figures")
         ratios = cells.value("ratios")
+        cpu = cells.value("cpu_figures"), cells.value("cpu_ratios")
         one = cells.value("one")
     finally:
         cells.close()
-    print(f"{N} no-op tasks, thread backend, one kernel, {ROUNDS} rounds:")
-    _compare(
-        "map_tasks, plain daglite.session",
-        "plain_map",
-        "daglite-nb + live progress",
-        "live_map",
-        figures,
-        ratios,
-    )
-    _compare(
-        "Backend.submit (daglite)", "plain_submit", "dnb.submit", "dnb_submit", figures, ratios
-    )
-    print(f"  comm messages for one live map of {one:.2f} s (+1 s drain): {messages}")
-    print(f"{N_MS} tasks of 1 ms (time.sleep), thread backend, {ROUNDS} rounds:")
-    _compare(
-        "map_tasks, plain daglite.session",
-        "plain_map_1ms",
-        "daglite-nb + live progress",
-        "live_map_1ms",
-        figures,
-        ratios,
-    )
+    for timing, (best, quarters) in (("wall time", (figures, ratios)), ("kernel CPU time", cpu)):
+        print(f"{timing}, thread backend, one kernel, {ROUNDS} rounds:")
+        print(f" {N} no-op tasks:")
+        _compare("map_tasks, plain daglite.session", "plain_map",
+                 "daglite-nb + live progress", "live_map", best, quarters)  # fmt: skip
+        _compare("Backend.submit (daglite)", "plain_submit", "dnb.submit", "dnb_submit",
+                 best, quarters)  # fmt: skip
+        print(f" {N_MS} tasks of 1 ms (time.sleep):")
+        _compare("map_tasks, plain daglite.session", "plain_map_1ms",
+                 "daglite-nb + live progress", "live_map_1ms", best, quarters)  # fmt: skip
+    print(f"comm messages for one live map of {one:.2f} s (+1 s drain): {messages}")
 
 
 def _compare(

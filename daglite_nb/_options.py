@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,12 @@ class SessionOptions:
                 raise UsageError(f"{name} must be a string, got {excerpt(value)}.")
         if not isinstance(options.progress, bool):
             raise UsageError(f"progress must be True or False, got {excerpt(options.progress)}.")
+        methods = multiprocessing.get_all_start_methods()
+        if options.process_start_method not in (None, *methods):
+            raise UsageError(
+                f"process_start_method must be one of {', '.join(methods)}, "
+                f"got {excerpt(options.process_start_method)}."
+            )
         if options.dask_address and (options.dask_workers or options.dask_threads):
             raise UsageError(
                 "dask_workers and dask_threads size a local cluster; "
