@@ -7,37 +7,27 @@ workers get them the same way). In the kernel its hooks change the open session'
 directly; on a worker they report through the worker's daglite event reporter, and the kernel
 side of the plugin hands the reports to the tracker.
 
-Every call a session backend runs is wrapped in a `Carrier`: it tells the hooks which submitted
-call a task is (the `current_call` context variable), and for a backend that runs calls where
-daglite's context does not reach (a plain executor), it brings the session's context along.
+A session backend runs each submitted call as its `Call` (see `daglite_nb.tracking.Call`), which
+tells the hooks which submitted call a task is (the `current_call` context variable). A call sent
+to another process travels as a `RemoteCarrier`: its task and its id.
 """
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
+from typing import NamedTuple
 
 from daglite.plugins.hooks.markers import hook_impl
 
 from daglite_nb import _daglite
 from daglite_nb._text import Failure
-from daglite_nb.tracking import CANCELLED
-from daglite_nb.tracking import FAILED
-from daglite_nb.tracking import FINISHED
 from daglite_nb.tracking import Call
 from daglite_nb.tracking import Tracker
-from daglite_nb.tracking import original_error
+from daglite_nb.tracking import current_call
 from daglite_nb.tracking import thread_name
-
-current_call: contextvars.ContextVar[Call | int | None] = contextvars.ContextVar(
-    "daglite_nb_current_call", default=None
-)
-"""The submitted call whose task runs in this context: the `Call` in the kernel, its id on a
-worker. Tasks nested in it see it too; daglite's parent ids tell them apart."""
 
 EVENT = "daglite_nb.call"
 """The event type of the reports that workers send to the kernel."""
@@ -89,21 +79,22 @@ class NotebookEvents:
         tracker = self.tracker
         if tracker is None:
             return
-        kind, task_id, *rest = report
+        kind, task_id, link, *rest = report
         if kind == "started":
-            link, name, parent, index, backend, worker, cached = rest
-            tracker.started(link, task_id, name, worker, parent, index, backend)
+            name, parent, index, backend, is_async, worker, cached = rest
+            task = _Reported(task_id, name, parent, index, backend, is_async)
+            tracker.started(link, task, worker)
             if cached:
-                tracker.cache_hit(task_id)
-                tracker.finished(task_id)
+                tracker.cache_hit(task_id, link)
+                tracker.finished(task_id, link)
         elif kind == "finished":
-            tracker.finished(task_id)
+            tracker.finished(task_id, link)
         elif kind == "failed":
-            tracker.failed(task_id, Failure(*rest[0]))
+            tracker.failed(task_id, link, rest[0])
         elif kind == "retried":
-            tracker.retried(task_id, rest[0])
+            tracker.retried(task_id, link, rest[0])
         elif kind == "iterated":
-            tracker.iterated(task_id, rest[0])
+            tracker.iterated(task_id, link, rest[0])
 
     # region daglite's worker-side hooks
 
@@ -120,20 +111,12 @@ class NotebookEvents:
     @hook_impl
     def before_node_retry(self, metadata: Any, error: Any, attempt: int, reporter: Any) -> None:
         """A failed task call runs again (daglite's retries)."""
-        tracker = self.tracker
-        if self.local and tracker is not None:
-            tracker.retried(metadata.id, attempt)
-        elif not self.local:
-            _report(reporter, ("retried", metadata.id, attempt))
+        self._tell("retried", metadata.id, attempt, reporter)
 
     @hook_impl
     def node_iteration(self, metadata: Any, index: int, reporter: Any) -> None:
         """A generator task yielded its item *index*."""
-        tracker = self.tracker
-        if self.local and tracker is not None:
-            tracker.iterated(metadata.id, index)
-        elif not self.local:
-            _report(reporter, ("iterated", metadata.id, index))
+        self._tell("iterated", metadata.id, index, reporter)
 
     @hook_impl
     def after_node_execute(
@@ -141,45 +124,41 @@ class NotebookEvents:
     ) -> None:
         """A task call returned."""
         tracker = self.tracker
-        if self.local and tracker is not None:
-            tracker.finished(metadata.id, result)
-        elif not self.local:
-            _report(reporter, ("finished", metadata.id))
+        if not self.local:
+            _report(reporter, ("finished", metadata.id, _link_id()))
+        elif tracker is not None:
+            tracker.finished(metadata.id, current_call.get(), result)
 
     @hook_impl
     def on_node_error(self, metadata: Any, error: Any, duration: float, reporter: Any) -> None:
         """A task call failed, after any retries."""
+        self._tell("failed", metadata.id, Failure.of(error), reporter)
+
+    def _tell(self, kind: str, task_id: Any, detail: Any, reporter: Any) -> None:
+        """Hand an event of the call of *task_id* to the tracker, or report it to the kernel."""
+        if not self.local:
+            _report(reporter, (kind, task_id, _link_id(), detail))
+            return
         tracker = self.tracker
-        if self.local and tracker is not None:
-            tracker.failed(metadata.id, Failure.of(error))
-        elif not self.local:
-            _report(reporter, ("failed", metadata.id, tuple(Failure.of(error))))
+        if tracker is not None:
+            getattr(tracker, kind)(task_id, current_call.get(), detail)
 
     def _started(self, metadata: Any, reporter: Any, cached: bool) -> None:
         link = current_call.get()
         if not self.local:
-            link = link.id if isinstance(link, Call) else link
-            report = (metadata.id, link, metadata.name, metadata.parent_id, metadata.map_index)
-            _report(reporter, ("started", *report, metadata.backend, _worker_name(), cached))
+            task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
+            report = ("started", metadata.id, _link_id(), *task, metadata.is_async)
+            _report(reporter, (*report, _worker_name(), cached))
             return
         tracker = self.tracker
         if tracker is None:
             return
         session = _daglite.active_session()
-        call = tracker.started(
-            link,
-            metadata.id,
-            metadata.name,
-            thread_name(),
-            metadata.parent_id,
-            metadata.map_index,
-            metadata.backend,
-            session=None if session is self.session else getattr(session, "session_id", None),
-            awaited=metadata.is_async,
-        )
+        workflow = None if session is self.session else getattr(session, "session_id", None)
+        call = tracker.started(link, metadata, thread_name(), workflow)
         if cached and call is not None:
-            tracker.cache_hit(metadata.id)
-            tracker.finished(metadata.id)
+            tracker.cache_hit(metadata.id, link)
+            tracker.finished(metadata.id, link)
 
     # region daglite's session hooks: workflow runs
 
@@ -228,82 +207,11 @@ def events() -> NotebookEvents:
     return _events
 
 
-# region Carriers
-
-
-class Carrier:
-    """What a session backend runs for one call: the task, as the tracker's *call*.
-
-    It marks the context of the task as the call's (`current_call`), so daglite's hooks know
-    which submitted call started. It records the end itself when no hook did (a task that
-    raised a `BaseException`, which daglite lets through). A call of daglite-nb's own
-    (*direct*) raises the task's own exception, not daglite's `TaskError`. With a *context*, a
-    call that runs where no daglite session is active (the thread of a plain executor) runs in
-    a copy of it, so its task finds the session. Pickled, it becomes a `RemoteCarrier`.
-    """
-
-    __slots__ = ("func", "call", "tracker", "direct", "context")
-
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        call: Call,
-        tracker: Tracker,
-        direct: bool,
-        context: contextvars.Context | None = None,
-    ) -> None:
-        self.func = func
-        self.call = call
-        self.tracker = tracker
-        self.direct = direct
-        self.context = context
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        if self.context is not None and _daglite.active_session() is None:
-            return self.context.copy().run(self._run, args, kwargs)
-        return self._run(args, kwargs)
-
-    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = self.call
-        token = current_call.set(call)
-        try:
-            result = self.func(*args, **kwargs)
-        except BaseException as error:
-            own = original_error(error)
-            if call.ended is None:
-                end_with(self.tracker, call, own)
-            if not self.direct:
-                raise
-            failure = own
-        else:
-            if call.ended is None:
-                self.tracker.ended(call, FINISHED)
-            return result
-        finally:
-            current_call.reset(token)
-        raise failure  # outside the `except`: the task's exception keeps its own context
-
-    def __reduce__(self) -> Any:
-        return (RemoteCarrier, (self.func, self.call.id))
-
-
-def end_with(tracker: Tracker, call: Call, error: BaseException) -> None:
-    """End *call* with *error*: cancelled if it was the kernel's interrupt, else failed.
-
-    The interrupt reaches the kernel's main thread only: elsewhere a `KeyboardInterrupt` is
-    what the task raised.
-    """
-    if (
-        isinstance(error, KeyboardInterrupt)
-        and threading.current_thread() is threading.main_thread()
-    ):
-        tracker.ended(call, CANCELLED, reason="interrupted")
-    else:
-        tracker.ended(call, FAILED, failure=Failure.of(error))
+# region Calls in other processes
 
 
 class RemoteCarrier:
-    """A `Carrier` sent to run in another process: the task, and the id of its call."""
+    """A submitted `Call` sent to run in another process: its task, and its id."""
 
     __slots__ = ("func", "call_id")
 
@@ -322,12 +230,29 @@ class RemoteCarrier:
 def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
     """Split what a backend was handed into the task and the id of its call, if tracked.
 
-    daglite-nb's own backends that run calls in other processes send these two, not the
-    carrier (their workers mark `current_call` themselves).
+    daglite-nb's own backends that run calls in other processes send these two, not the call
+    (their workers mark `current_call` themselves, see `run_as`).
     """
-    if isinstance(func, Carrier):
-        return func.func, func.call.id
+    if isinstance(func, Call):
+        return func.func, func.id  # type: ignore[return-value]
     return func, None
+
+
+def _link_id() -> int | None:
+    """The id of the submitted call this worker's task runs in, as the kernel knows it."""
+    link = current_call.get()
+    return link.id if isinstance(link, Call) else link
+
+
+class _Reported(NamedTuple):
+    """What a worker reports of a task call that started (as `TaskMetadata` tells it)."""
+
+    id: Any
+    name: str
+    parent_id: Any
+    map_index: int | None
+    backend: str
+    is_async: bool
 
 
 def run_as(call_id: int | None, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -22,9 +22,6 @@ from IPython.core.error import UsageError
 
 from daglite_nb import _daglite
 from daglite_nb._daglite import SubmitContext
-from daglite_nb._events import Carrier
-from daglite_nb._events import current_call
-from daglite_nb._events import end_with
 from daglite_nb._local import NotebookInlineBackend
 from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
@@ -34,6 +31,7 @@ from daglite_nb.tracking import Call
 from daglite_nb.tracking import Group
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import Tracker
+from daglite_nb.tracking import current_call
 
 ENTRY_POINT_GROUP = "daglite.backends"
 
@@ -176,12 +174,12 @@ registry = BackendRegistry()
 class _Tracked:
     """Mixin that makes every call a backend runs a call of the session's tracker.
 
-    Each call becomes a pending `Call` when it is submitted and travels as a `Carrier`, which
-    tells daglite's hooks (see `daglite_nb._events`) which call starts and ends where it runs.
+    Each call becomes a pending `Call` when it is submitted, and the backend runs the `Call`
+    itself, which tells daglite's hooks (see `daglite_nb._events`) which call starts and ends.
     Backends whose `runs_here` is true run calls in this process, and the hooks end the calls;
     others tell the end through their Futures too (a worker that died, a call never sent).
-    Backends that users write get the session's context in the carrier: their executors need
-    not carry daglite's context.
+    Backends that users write get the session's context in the call: their executors need not
+    carry daglite's context.
     """
 
     _tracker: Tracker
@@ -209,26 +207,25 @@ class _Tracked:
         """
         tracker = self._tracker
         parent = current_call.get()
-        index = context.map_index
-        name = self._task_name(func)
         call = tracker.submitted(
-            name,
+            self._task_name(func),
             self.name,
             parent if isinstance(parent, Call) else None,
-            index,
+            context.map_index,
             func,
             group,
             text,
         )
-        carried = contextvars.copy_context() if self.carries_context else None
-        carrier = Carrier(func, call, tracker, direct, carried)
+        call.func, call.tracker, call.direct = func, tracker, direct
+        if self.carries_context:
+            call.context = contextvars.copy_context()
         live = None
         if direct and not self.runs_here:
             live = call.live_future = LiveFuture(call, tracker)
         try:
-            inner = self._backend_submit(carrier, args, kwargs, context=context)
+            inner = self._backend_submit(call, args, kwargs, context=context)
         except BaseException as exc:
-            end_with(tracker, call, exc)
+            tracker.raised(call, exc)
             raise
         if call.ended is None:
             call.future = inner

@@ -15,6 +15,7 @@ results, exceptions or frames.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 from typing import Generic
 from typing import TypeVar
 
+from daglite_nb._daglite import active_session as _active_session
 from daglite_nb._text import Failure
 from daglite_nb._text import result_text
 
@@ -48,6 +50,13 @@ RECENT_CALLS = 200
 
 GROUP_FAILURES = 3
 """How many failures a group keeps to show with their tracebacks."""
+
+
+current_call: contextvars.ContextVar[Call | int | None] = contextvars.ContextVar(
+    "daglite_nb_current_call", default=None
+)
+"""The submitted call whose task runs in this context: the `Call` in the kernel, its id on a
+worker. Tasks nested in it see it too; daglite's parent ids tell them apart."""
 
 
 class _ThisThread(threading.local):
@@ -90,6 +99,12 @@ class Call:
         live_future: A call submitted with `dnb.submit` to a backend elsewhere: the caller's
             `LiveFuture`, which gets the outcome when the call ends.
         children: The groups of the fan-outs this call made, by task name.
+        func: While a submitted call has not ended: the task it runs (see `__call__`).
+        tracker: Likewise, the tracker it reports its end to.
+        direct: Whether it is daglite-nb's own call (`dnb.submit`, `dnb.map`): it raises a
+            failed task's own exception, not daglite's `TaskError`.
+        context: For a backend whose executor does not carry daglite's context: the context of
+            its submission, which the call runs in.
     """
 
     __slots__ = (
@@ -116,6 +131,10 @@ class Call:
         "future",
         "live_future",
         "children",
+        "func",
+        "tracker",
+        "direct",
+        "context",
     )
 
     def __init__(
@@ -152,6 +171,46 @@ class Call:
         self.future: Future[Any] | None = None
         self.live_future: LiveFuture[Any] | None = None
         self.children: dict[str, Group] | None = None
+        self.func: Callable[..., Any] | None = None
+        self.tracker: Tracker | None = None
+        self.direct = False
+        self.context: contextvars.Context | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task as this call: what a session backend runs for a submitted call.
+
+        It marks the task's context as this call's (`current_call`), so daglite's hooks know
+        which submitted call started. It records the end itself when no hook did (a task that
+        raised a `BaseException`, which daglite lets through). Run where no daglite session is
+        active (the thread of a plain executor), it runs in its submission's `context`.
+        """
+        context = self.context
+        if context is not None and _active_session() is None:
+            return context.copy().run(self, *args, **kwargs)
+        tracker, func = self.tracker, self.func
+        token = current_call.set(self)
+        try:
+            result = func(*args, **kwargs)  # type: ignore[misc]
+        except BaseException as error:
+            own = original_error(error)
+            if self.ended is None:
+                tracker.raised(self, own)  # type: ignore[union-attr]
+            if not self.direct:
+                raise
+            failure = own
+        else:
+            if self.ended is None:
+                tracker.ended(self, FINISHED)  # type: ignore[union-attr]
+            return result
+        finally:
+            current_call.reset(token)
+        raise failure  # outside the `except`: the task's exception keeps its own context
+
+    def __reduce__(self) -> Any:
+        # Pickled, a submitted call travels as its task and its id (to another process).
+        from daglite_nb._events import RemoteCarrier
+
+        return (RemoteCarrier, (self.func, self.id))
 
     @property
     def label(self) -> str:
@@ -476,61 +535,40 @@ class Tracker:
     # region Events (daglite's hooks, or the backend's Futures)
 
     def started(
-        self,
-        link: Call | int | None,
-        task_id: Any,
-        name: str,
-        worker: str,
-        parent_task: Any = None,
-        map_index: int | None = None,
-        backend: str = "",
-        session: Any = None,
-        awaited: bool = False,
+        self, link: Call | int | None, task: Any, worker: str, session: Any = None
     ) -> Call | None:
         """A task call started (daglite's `before_node_execute`, or `on_cache_hit`).
 
         Args:
-            link: The submitted call (or its id) the task runs for, as the call that daglite-nb
-                handed the backend knows it; None for a task called in no submitted call.
-            task_id: daglite's id of the task call.
-            name: daglite's resolved name of the task call.
+            link: The submitted call (or its id) whose context the task runs in (see
+                `current_call`); None for a task called in no submitted call.
+            task: daglite's `TaskMetadata` of the call (or what a worker reported of it: `id`,
+                `name`, `parent_id`, `map_index`, `backend`, `is_async`).
             worker: Where it runs: a thread's name, `pid N`, a Dask worker.
-            parent_task: daglite's id of the task it runs in, if any.
-            map_index: Its index in a fan-out, if any.
-            backend: The backend it runs on, as daglite tells it.
             session: daglite's session id, for a call made outside the notebook's session (in a
                 workflow run).
-            awaited: Whether it is an async task (a top-level one is shown in its cell).
 
         Returns:
             The call, or None if the tracker no longer takes calls, or the submitted call had
             been cancelled meanwhile.
         """
         if isinstance(link, int):
-            link = self.live.get(link, _GONE)  # type: ignore[arg-type]
-        now = time.time()
+            link = self.live.get(link, _GONE)
         with self.lock:
             if self.closed or link is _GONE or (link is not None and link.ended is not None):
                 return None
-            call = link if link is not None and link.task_id is None else None
-        if call is None:
-            call = self._first_seen(task_id, name, worker, parent_task, map_index, backend, session)
-            group = call.group
-            if group is not None and group.kind == "gather_tasks" and group.total == 1:  # first
-                self._show(group)
-            elif awaited and call.parent is None and group is None:
-                self._show(call)
-            return call
-        with self.lock:
-            if call.id not in self.live:
-                return None  # ended meanwhile (cancelled, or its Future told the end)
-            call.task_id = task_id
-            call.name = name
-            call.worker = worker
-            if call.state == PENDING:
-                call.state, call.started = RUNNING, now
-                self._started_running(call)
-            self._by_task[task_id] = call
+            if link is not None and link.task_id is None:  # the submitted call's own task
+                link.task_id, link.name, link.worker = task.id, task.name, worker
+                if link.state == PENDING:
+                    link.state, link.started = RUNNING, time.time()
+                    self._started_running(link)
+                return link
+        call = self._first_seen(link, task, worker, session)
+        group = call.group
+        if group is not None and group.kind == "gather_tasks" and group.total == 1:  # its first
+            self._show(group)
+        elif task.is_async and call.parent is None and group is None:
+            self._show(call)
         return call
 
     def _started_running(self, call: Call) -> None:
@@ -539,40 +577,44 @@ class Tracker:
         if call.group is not None:
             call.group.running += 1
 
-    def _first_seen(
-        self,
-        task_id: Any,
-        name: str,
-        worker: str,
-        parent_task: Any,
-        map_index: int | None,
-        backend: str,
-        session: Any,
-    ) -> Call:
+    def _first_seen(self, link: Call | None, task: Any, worker: str, session: Any) -> Call:
         """A running call that no submission announced: nested, direct, gathered, workflow."""
-        parent = self._by_task.get(parent_task) if parent_task is not None else None
-        label = name.removesuffix(f"[{map_index}]") if map_index is not None else name
+        parent = self._find(task.parent_id, link) if task.parent_id is not None else None
+        index = task.map_index
+        label = task.name.removesuffix(f"[{index}]") if index is not None else task.name
         workflow = self._workflows.get(session) if session is not None else None
         group: Group | None = None
         if parent is not None:
-            group = self._child(parent.group or parent, label, backend)
+            group = self._child(parent.group or parent, label, task.backend)
         elif workflow is not None:
-            group = self._child(workflow, label, backend)
-        elif map_index is not None:
-            group = self._gather_group(label, backend, map_index)
-        call = Call(self._ids(), name, backend, self.cell, parent, group, index=map_index)
-        call.task_id, call.worker = task_id, worker
+            group = self._child(workflow, label, task.backend)
+        elif index is not None:
+            group = self._gather_group(label, task.backend, index)
+        call = Call(self._ids(), task.name, task.backend, self.cell, parent, group, index=index)
+        call.task_id, call.worker = task.id, worker
         call.state, call.started = RUNNING, time.time()
         with self.lock:
             idle = not self.live
             self.live[call.id] = call
             if group is not None:
                 group.live.add(call)
-            self._by_task[task_id] = call
+            self._by_task[task.id] = call
             self._started_running(call)
         if idle and self.on_busy is not None:
             self.on_busy()
         return call
+
+    def _find(self, task_id: Any, link: Call | int | None) -> Call | None:
+        """The live call of daglite's task *task_id*.
+
+        That is the submitted call *link* (or the call of that id) if the task is its own;
+        else a call first seen by its task (`_first_seen`), which the tracker keeps by task id.
+        """
+        if isinstance(link, int):
+            link = self.live.get(link)
+        if link is not None and link.task_id == task_id:
+            return link
+        return self._by_task.get(task_id)
 
     def _gather_group(self, label: str, backend: str, index: int) -> Group:
         # gather_tasks starts items 0, 1, 2, ... of one task in order, on one thread.
@@ -583,9 +625,9 @@ class Tracker:
             fan_out.func, fan_out.group = None, group
         return group
 
-    def retried(self, task_id: Any, attempt: int) -> None:
-        """The call *task_id* is being retried (daglite's attempt number *attempt*, from 1)."""
-        call = self._by_task.get(task_id)
+    def retried(self, task_id: Any, link: Call | int | None, attempt: int) -> None:
+        """The call of task *task_id* is retried (daglite's attempt number *attempt*, from 1)."""
+        call = self._find(task_id, link)
         if call is None:
             return
         with self.lock:
@@ -593,18 +635,18 @@ class Tracker:
                 call.group.retried += 1
             call.attempts = attempt
 
-    def cache_hit(self, task_id: Any) -> None:
-        """The result of call *task_id* came from daglite's cache."""
-        call = self._by_task.get(task_id)
+    def cache_hit(self, task_id: Any, link: Call | int | None) -> None:
+        """The result of the call of task *task_id* came from daglite's cache."""
+        call = self._find(task_id, link)
         if call is not None and not call.cached:
             with self.lock:
                 call.cached = True
                 if call.group is not None:
                     call.group.cached += 1
 
-    def iterated(self, task_id: Any, index: int) -> None:
+    def iterated(self, task_id: Any, link: Call | int | None, index: int) -> None:
         """The generator task *task_id* yielded its item *index*."""
-        call = self._by_task.get(task_id)
+        call = self._find(task_id, link)
         if call is not None:
             added = index + 1 - call.items
             call.items = index + 1
@@ -612,22 +654,34 @@ class Tracker:
                 with self.lock:
                     call.group.items += added
 
-    def finished(self, task_id: Any, result: Any = _UNKNOWN) -> None:
-        """The call *task_id* returned *result* (daglite's `after_node_execute`, a cache hit).
+    def finished(self, task_id: Any, link: Call | int | None, result: Any = _UNKNOWN) -> None:
+        """The call of task *task_id* returned *result* (`after_node_execute`, a cache hit).
 
         A call shown on its own (submitted alone, or made directly by a cell) keeps its result
         as text; workers do not send results (the backend's Future brings them, see `settle`).
         """
-        call = self._by_task.get(task_id)
+        call = self._find(task_id, link)
         if call is not None:
             shown = result is not _UNKNOWN and _alone(call)
             self.ended(call, FINISHED, outcome=result_text(result) if shown else None)
 
-    def failed(self, task_id: Any, failure: Failure) -> None:
-        """The call *task_id* failed, after any retries (daglite's `on_node_error`)."""
-        call = self._by_task.get(task_id)
+    def failed(self, task_id: Any, link: Call | int | None, failure: Failure) -> None:
+        """The call of task *task_id* failed, after any retries (daglite's `on_node_error`)."""
+        call = self._find(task_id, link)
         if call is not None:
             self.ended(call, FAILED, failure=failure)
+
+    def raised(self, call: Call, error: BaseException) -> None:
+        """*call* ended with *error*, which no hook saw: cancelled if it was the interrupt.
+
+        Else it failed. The kernel's interrupt reaches its main thread only: elsewhere a
+        `KeyboardInterrupt` is what the task raised.
+        """
+        main = threading.current_thread() is threading.main_thread()
+        if isinstance(error, KeyboardInterrupt) and main:
+            self.ended(call, CANCELLED, reason="interrupted")
+        else:
+            self.ended(call, FAILED, failure=Failure.of(error))
 
     def ended(
         self,
@@ -655,7 +709,7 @@ class Tracker:
                     group.running -= 1
             call.state, call.ended = state, time.time()
             call.outcome, call.failure, call.reason = outcome, failure, reason
-            call.future = None  # the backend's Future goes, with the result it holds
+            call.future = call.func = call.tracker = call.context = None  # only text stays
             self.ended_counts[state] += 1
             if call.task_id is not None:
                 self._by_task.pop(call.task_id, None)

@@ -7,6 +7,7 @@ import threading
 import uuid
 import weakref
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,10 +30,23 @@ def _submit(tracker, name="work", map_index=None, func=None, group=None, text=No
     return call, inner
 
 
-def _start(tracker, call, task_id=None, name=None, parent=None, index=None):
-    task_id = task_id or uuid.uuid4()
-    tracker.started(call.id if call else None, task_id, name or "work", "pid 7", parent, index)
-    return task_id
+def _task(name="work", parent=None, index=None, is_async=False):
+    """What a worker reports of a task call that starts (as daglite's `TaskMetadata` has it)."""
+    return SimpleNamespace(
+        id=uuid.uuid4(),
+        name=name,
+        parent_id=parent,
+        map_index=index,
+        backend="process",
+        is_async=is_async,
+    )
+
+
+def _start(tracker, call, name=None, parent=None, index=None):
+    """Report that a task starts in the context of the submitted *call* (None: no call)."""
+    task = _task(name or "work", parent, index)
+    tracker.started(call.id if call else None, task, "pid 7")
+    return task.id
 
 
 def test_a_submitted_call_goes_pending_running_finished():
@@ -41,7 +55,7 @@ def test_a_submitted_call_goes_pending_running_finished():
     assert call.state == "pending" and tracker.counts["pending"] == 1
     task = _start(tracker, call, name="work")
     assert call.state == "running" and call.worker == "pid 7" and call.task_id == task
-    tracker.finished(task)  # a worker's report carries no result
+    tracker.finished(task, call.id)  # a worker's report carries no result
     inner.set_result(42)  # the Future brings it
     assert call.state == "finished" and call.outcome == "42"
     assert _nonzero(tracker.counts) == {"finished": 1}
@@ -63,7 +77,7 @@ def test_a_late_start_report_changes_nothing():
     tracker = Tracker()
     call, inner = _submit(tracker)
     inner.set_result(1)
-    assert tracker.started(call.id, uuid.uuid4(), "work", "pid 7") is None
+    assert tracker.started(call.id, _task(), "pid 7") is None
     assert call.state == "finished" and _nonzero(tracker.counts) == {"finished": 1}
 
 
@@ -72,13 +86,13 @@ def test_retries_cache_hits_and_generator_items_are_counted():
     group = tracker.group("dnb.map", "work", "thread")
     calls = [_submit(tracker, map_index=i, group=group)[0] for i in range(3)]
     tasks = [_start(tracker, call, index=i) for i, call in enumerate(calls)]
-    tracker.retried(tasks[0], 1)
-    tracker.retried(tasks[0], 2)
-    tracker.cache_hit(tasks[1])
+    tracker.retried(tasks[0], calls[0].id, 1)
+    tracker.retried(tasks[0], calls[0].id, 2)
+    tracker.cache_hit(tasks[1], calls[1].id)
     for index in range(4):
-        tracker.iterated(tasks[2], index)
-    for task in tasks:
-        tracker.finished(task)
+        tracker.iterated(tasks[2], calls[2].id, index)
+    for task, call in zip(tasks, calls, strict=True):
+        tracker.finished(task, call.id)
     assert (calls[0].attempts, calls[1].cached, calls[2].items) == (2, True, 4)
     assert (group.retried, group.cached, group.items) == (1, 1, 4)
     tracker.close(group)
@@ -119,13 +133,13 @@ def test_calls_that_no_submission_announced_nest_under_their_parent():
     outer, inner = _submit(tracker, text="outer(3)")
     outer_task = _start(tracker, outer)
     nested = [
-        _start(tracker, None, name=f"leaf[{i}]", parent=outer_task, index=i) for i in range(3)
+        _start(tracker, outer, name=f"leaf[{i}]", parent=outer_task, index=i) for i in range(3)
     ]
     child = outer.children["leaf"]
     assert child.total == 3 and child.counts["running"] == 3 and not child.ended
-    tracker.failed(nested[1], Failure("ValueError: no", "tb", "full"))
+    tracker.failed(nested[1], outer.id, Failure("ValueError: no", "tb", "full"))
     for task in (nested[0], nested[2]):
-        tracker.finished(task)
+        tracker.finished(task, outer.id)
     assert child.complete and child.state == "failed"
     assert child.failures[0][1].summary == "ValueError: no"
     assert not child.ended, "its owner still runs"
@@ -140,7 +154,7 @@ def test_gathered_calls_form_a_group_and_workflow_calls_join_their_run():
     assert group.kind == "gather_tasks" and group.total == 3
     session = uuid.uuid4()
     tracker.workflow_started(session, "pipeline")
-    tracker.started(None, uuid.uuid4(), "load", "MainThread", session=session)
+    tracker.started(None, _task("load"), "MainThread", session=session)
     tracker.workflow_ended(session)
     workflow = tracker._open[-1][0]
     assert workflow.kind == "workflow" and workflow.children["load"].total == 1
@@ -183,7 +197,7 @@ def test_shutting_gives_every_live_call_its_final_word():
     assert waiting.state == running.state == "cancelled"
     assert waiting.reason == "the kernel shut down"
     assert running.reason == "the kernel shut down while it ran"
-    assert group.closed and tracker.started(None, uuid.uuid4(), "late", "w") is None
+    assert group.closed and tracker.started(None, _task("late"), "w") is None
 
 
 def test_a_live_future_gets_the_outcome_and_raises_the_task_s_own_error():
