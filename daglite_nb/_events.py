@@ -101,12 +101,23 @@ class NotebookEvents:
     @hook_impl
     def before_node_execute(self, metadata: Any, reporter: Any) -> None:
         """A task call starts."""
-        self._started(metadata, reporter, cached=False)
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.started(current_call.get(), metadata, thread_name())
+        elif not self.local:
+            self._report_start(metadata, reporter, cached=False)
 
     @hook_impl
     def on_cache_hit(self, metadata: Any, key: str, value: Any, reporter: Any) -> None:
         """A task call returns its result from daglite's cache, without running."""
-        self._started(metadata, reporter, cached=True)
+        tracker = self.tracker
+        if tracker is not None:
+            link = current_call.get()
+            if tracker.started(link, metadata, thread_name()) is not None:
+                tracker.cache_hit(metadata.id, link)
+                tracker.finished(metadata.id, link)
+        elif not self.local:
+            self._report_start(metadata, reporter, cached=True)
 
     @hook_impl
     def before_node_retry(self, metadata: Any, error: Any, attempt: int, reporter: Any) -> None:
@@ -124,10 +135,10 @@ class NotebookEvents:
     ) -> None:
         """A task call returned."""
         tracker = self.tracker
-        if not self.local:
-            _report(reporter, ("finished", metadata.id, _link_id()))
-        elif tracker is not None:
+        if tracker is not None:
             tracker.finished(metadata.id, current_call.get(), result)
+        elif not self.local:
+            _report(reporter, ("finished", metadata.id, _link_id()))
 
     @hook_impl
     def on_node_error(self, metadata: Any, error: Any, duration: float, reporter: Any) -> None:
@@ -136,29 +147,21 @@ class NotebookEvents:
 
     def _tell(self, kind: str, task_id: Any, detail: Any, reporter: Any) -> None:
         """Hand an event of the call of *task_id* to the tracker, or report it to the kernel."""
-        if not self.local:
-            _report(reporter, (kind, task_id, _link_id(), detail))
-            return
         tracker = self.tracker
         if tracker is not None:
             getattr(tracker, kind)(task_id, current_call.get(), detail)
+        elif not self.local:
+            _report(reporter, (kind, task_id, _link_id(), detail))
 
-    def _started(self, metadata: Any, reporter: Any, cached: bool) -> None:
-        link = current_call.get()
-        if not self.local:
-            task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
-            report = ("started", metadata.id, _link_id(), *task, metadata.is_async)
-            _report(reporter, (*report, _worker_name(), cached))
-            return
-        tracker = self.tracker
-        if tracker is None:
-            return
+    def _report_start(self, metadata: Any, reporter: Any, cached: bool) -> None:
+        task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
+        report = ("started", metadata.id, _link_id(), *task, metadata.is_async)
+        _report(reporter, (*report, _worker_name(), cached))
+
+    def workflow_session(self) -> Any:
+        """The id of the daglite session of a workflow run this thread runs in, if any."""
         session = _daglite.active_session()
-        workflow = None if session is self.session else getattr(session, "session_id", None)
-        call = tracker.started(link, metadata, thread_name(), workflow)
-        if cached and call is not None:
-            tracker.cache_hit(metadata.id, link)
-            tracker.finished(metadata.id, link)
+        return None if session is self.session else getattr(session, "session_id", None)
 
     # region daglite's session hooks: workflow runs
 

@@ -117,6 +117,7 @@ class NotebookSession:
             raise
         self._stop_serving_threads = _daglite.serve_threads(self._enter_thread)
         events().tracker, events().session = self.tracker, self._daglite
+        self.tracker.workflow_of = events().workflow_session
 
     # region Backends
 

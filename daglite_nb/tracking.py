@@ -236,8 +236,8 @@ class Group:
         owner: For a nested group, the call or group whose calls made its calls.
         live: Its calls that have not ended. A call joins and leaves it in one step each, so
             the group always knows whether calls are left, even if an interrupt lands in the
-            middle of the bookkeeping (the kernel's main thread does some of it).
-        running: How many of them run.
+            middle of the bookkeeping (the kernel's main thread does some of it). How many of
+            them run is read from them (`counts`): a start changes its call only.
         ended_counts: Its calls that ended, by state.
         retried: Calls that daglite retried at least once.
         cached: Calls whose result came from the cache.
@@ -264,7 +264,6 @@ class Group:
         self.cell = cell
         self.owner = owner
         self.live: set[Call] = set()
-        self.running = 0
         self.ended_counts = dict.fromkeys(ENDED, 0)
         self.retried = 0
         self.cached = 0
@@ -279,7 +278,7 @@ class Group:
     @property
     def counts(self) -> dict[str, int]:
         """Calls by state."""
-        return _counts(len(self.live), self.running, self.ended_counts)
+        return _counts(list(self.live), self.ended_counts)
 
     @property
     def done(self) -> int:
@@ -326,7 +325,7 @@ class Group:
             return next((s for s in (FAILED, CANCELLED) if s in states), FINISHED)
         ended = self.ended_counts
         if not self.total or not self.complete:
-            return RUNNING if self.running > 0 or self.done else PENDING
+            return RUNNING if self.done or _any_running(list(self.live)) else PENDING
         if ended[FAILED]:
             return FAILED
         return CANCELLED if ended[CANCELLED] else FINISHED
@@ -355,10 +354,14 @@ def _keep_failure(failures: list[tuple[Call, Failure]], call: Call, failure: Fai
     del failures[GROUP_FAILURES:]
 
 
-def _counts(live: int, running: int, ended: dict[str, int]) -> dict[str, int]:
-    """Calls by state, from the number of live calls, how many of them run, and the ended."""
-    running = min(max(running, 0), live)
-    return {PENDING: live - running, RUNNING: running, **ended}
+def _counts(live: list[Call], ended: dict[str, int]) -> dict[str, int]:
+    """Calls by state: the live ones as they are now, and the counts of the ended ones."""
+    running = sum(call.state is RUNNING for call in live)
+    return {PENDING: len(live) - running, RUNNING: running, **ended}
+
+
+def _any_running(live: list[Call]) -> bool:
+    return any(call.state is RUNNING for call in live)
 
 
 # region Tracker
@@ -391,7 +394,9 @@ class Tracker:
         self.on_show = on_show
         self.on_busy: Callable[[], None] | None = None
         """Called when a call is made while none was live (a shown panel refreshes again)."""
-        self.running = 0
+        self.workflow_of: Callable[[], Any] = lambda: None
+        """Tells, in the thread of a call first seen by its task, the session id of the
+        workflow run it belongs to, if any (see `workflow_started`)."""
         self.ended_counts = dict.fromkeys(ENDED, 0)
         self.live: dict[int, Call] = {}
         """Calls that have not ended, by id, in the order they were made."""
@@ -413,7 +418,7 @@ class Tracker:
     @property
     def counts(self) -> dict[str, int]:
         """Every call of the session, by state."""
-        return _counts(len(self.live), self.running, self.ended_counts)
+        return _counts(list(self.live.values()), self.ended_counts)
 
     @property
     def busy(self) -> bool:
@@ -534,9 +539,7 @@ class Tracker:
 
     # region Events (daglite's hooks, or the backend's Futures)
 
-    def started(
-        self, link: Call | int | None, task: Any, worker: str, session: Any = None
-    ) -> Call | None:
+    def started(self, link: Call | int | None, task: Any, worker: str) -> Call | None:
         """A task call started (daglite's `before_node_execute`, or `on_cache_hit`).
 
         Args:
@@ -545,8 +548,6 @@ class Tracker:
             task: daglite's `TaskMetadata` of the call (or what a worker reported of it: `id`,
                 `name`, `parent_id`, `map_index`, `backend`, `is_async`).
             worker: Where it runs: a thread's name, `pid N`, a Dask worker.
-            session: daglite's session id, for a call made outside the notebook's session (in a
-                workflow run).
 
         Returns:
             The call, or None if the tracker no longer takes calls, or the submitted call had
@@ -554,16 +555,15 @@ class Tracker:
         """
         if isinstance(link, int):
             link = self.live.get(link, _GONE)
-        with self.lock:
-            if self.closed or link is _GONE or (link is not None and link.ended is not None):
-                return None
-            if link is not None and link.task_id is None:  # the submitted call's own task
-                link.task_id, link.name, link.worker = task.id, task.name, worker
-                if link.state == PENDING:
-                    link.state, link.started = RUNNING, time.time()
-                    self._started_running(link)
-                return link
-        call = self._first_seen(link, task, worker, session)
+        if self.closed or link is _GONE or (link is not None and link.ended is not None):
+            return None
+        if link is not None and link.task_id is None:  # the submitted call's own task
+            # No lock: only the thread that runs a call starts it, and a call that runs can
+            # no longer be cancelled.
+            link.task_id, link.name, link.worker = task.id, task.name, worker
+            link.started, link.state = time.time(), RUNNING
+            return link
+        call = self._first_seen(link, task, worker)
         group = call.group
         if group is not None and group.kind == "gather_tasks" and group.total == 1:  # its first
             self._show(group)
@@ -571,18 +571,12 @@ class Tracker:
             self._show(call)
         return call
 
-    def _started_running(self, call: Call) -> None:
-        # Under the lock: *call* went from pending to running.
-        self.running += 1
-        if call.group is not None:
-            call.group.running += 1
-
-    def _first_seen(self, link: Call | None, task: Any, worker: str, session: Any) -> Call:
+    def _first_seen(self, link: Call | None, task: Any, worker: str) -> Call:
         """A running call that no submission announced: nested, direct, gathered, workflow."""
         parent = self._find(task.parent_id, link) if task.parent_id is not None else None
         index = task.map_index
         label = task.name.removesuffix(f"[{index}]") if index is not None else task.name
-        workflow = self._workflows.get(session) if session is not None else None
+        workflow = self._workflows.get(self.workflow_of()) if self._workflows else None
         group: Group | None = None
         if parent is not None:
             group = self._child(parent.group or parent, label, task.backend)
@@ -599,7 +593,6 @@ class Tracker:
             if group is not None:
                 group.live.add(call)
             self._by_task[task.id] = call
-            self._started_running(call)
         if idle and self.on_busy is not None:
             self.on_busy()
         return call
@@ -703,16 +696,12 @@ class Tracker:
                 return False
             if group is not None:
                 group.live.discard(call)
-            if call.state == RUNNING:
-                self.running -= 1
-                if group is not None:
-                    group.running -= 1
             call.state, call.ended = state, time.time()
             call.outcome, call.failure, call.reason = outcome, failure, reason
+            if call.func is None and call.task_id is not None:  # first seen by its task
+                self._by_task.pop(call.task_id, None)
             call.future = call.func = call.tracker = call.context = None  # only text stays
             self.ended_counts[state] += 1
-            if call.task_id is not None:
-                self._by_task.pop(call.task_id, None)
             self.recent.append(call)
             if group is not None:
                 group.ended_counts[state] += 1

@@ -154,7 +154,8 @@ def test_gathered_calls_form_a_group_and_workflow_calls_join_their_run():
     assert group.kind == "gather_tasks" and group.total == 3
     session = uuid.uuid4()
     tracker.workflow_started(session, "pipeline")
-    tracker.started(None, _task("load"), "MainThread", session=session)
+    tracker.workflow_of = lambda: session  # the thread of the call runs in the workflow's
+    tracker.started(None, _task("load"), "MainThread")
     tracker.workflow_ended(session)
     workflow = tracker._open[-1][0]
     assert workflow.kind == "workflow" and workflow.children["load"].total == 1
