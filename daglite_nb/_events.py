@@ -3,9 +3,9 @@
 `NotebookEvents` is one daglite plugin, registered once per kernel among daglite's global
 plugins, so every daglite session includes it: the notebook's, workflow runs, and the workers'
 (daglite ships serializable plugins to its process workers, and daglite-nb's pool and Dask
-workers get them the same way). In the kernel its hooks change the open session's tracker
-directly; on a worker they report through the worker's daglite event reporter, and the kernel
-side of the plugin hands the reports to the tracker.
+workers get them the same way, as a `WorkerEvents`). In the kernel its hooks change the open
+session's tracker directly; on a worker they report through the worker's daglite event
+reporter, and the kernel's plugin hands the reports to the tracker.
 
 A session backend runs each submitted call as its `Call` (see `daglite_nb.tracking.Call`), which
 tells the hooks which submitted call a task is (the `current_call` context variable). A call sent
@@ -37,23 +37,27 @@ EVENT = "daglite_nb.call"
 
 
 class NotebookEvents:
-    """The daglite plugin that feeds daglite-nb's tracker (one per process; see `events()`).
+    """The kernel's daglite plugin, which feeds daglite-nb's tracker (see `events()`).
+
+    Its hooks change the open session's tracker directly. The calls that a session backend runs
+    as their `Call` start and end there: the hooks only tell such a call which task it is (and
+    its retries, cache hits and items); every other task call is made a call by its hooks.
+    Workers get a `WorkerEvents` instead (through daglite's plugin serialization), and the
+    kernel's instance hands their reports to the tracker.
 
     Attributes:
-        tracker: In the kernel, the open session's tracker (None while no session is open).
-        session: In the kernel, the notebook's daglite session: calls of other sessions belong
-            to workflow runs.
+        tracker: The open session's tracker (None while no session is open).
+        session: The notebook's daglite session: calls of other sessions belong to workflow
+            runs.
     """
 
-    def __init__(self, kernel_pid: int | None = None) -> None:
-        self.kernel_pid = kernel_pid or os.getpid()
-        self.local = self.kernel_pid == os.getpid()
+    def __init__(self) -> None:
+        self.kernel_pid = os.getpid()
         self.tracker: Tracker | None = None
         self.session: Any = None
 
     def forget_kernel(self) -> None:
-        """In a process forked from the kernel: report like any worker's instance."""
-        self.local = False
+        """In a process forked from the kernel: see nothing (its workers have their own)."""
         self.tracker = self.session = None
 
     # region Serializable plugin: how daglite ships it to workers
@@ -63,13 +67,13 @@ class NotebookEvents:
         return {"kernel_pid": self.kernel_pid}
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> NotebookEvents:
+    def from_config(cls, config: dict[str, Any]) -> Any:
         """The instance of this process: the kernel's own, or a worker's that reports."""
         if config.get("kernel_pid") == os.getpid():
             return events()
-        return cls(config.get("kernel_pid"))
+        return WorkerEvents(config.get("kernel_pid"))
 
-    # region Event handler plugin: the kernel's side of the workers' reports
+    # region Event handler plugin: the workers' reports
 
     def register_event_handlers(self, registry: Any) -> None:
         """Hand the workers' reports to the tracker (daglite calls this for every session)."""
@@ -96,67 +100,58 @@ class NotebookEvents:
         elif kind == "iterated":
             tracker.iterated(task_id, link, rest[0])
 
-    # region daglite's worker-side hooks
+    # region daglite's worker-side hooks, in the kernel
 
     @hook_impl
-    def before_node_execute(self, metadata: Any, reporter: Any) -> None:
+    def before_node_execute(self, metadata: Any) -> None:
         """A task call starts."""
         tracker = self.tracker
         if tracker is not None:
-            tracker.started(current_call.get(), metadata, thread_name())
-        elif not self.local:
-            self._report_start(metadata, reporter, cached=False)
+            link = current_call.get()
+            if link is None or not link.start(metadata, thread_name()):  # type: ignore[union-attr]
+                tracker.started(link, metadata, thread_name())
 
     @hook_impl
-    def on_cache_hit(self, metadata: Any, key: str, value: Any, reporter: Any) -> None:
+    def on_cache_hit(self, metadata: Any) -> None:
         """A task call returns its result from daglite's cache, without running."""
         tracker = self.tracker
         if tracker is not None:
             link = current_call.get()
-            if tracker.started(link, metadata, thread_name()) is not None:
+            if link is not None and link.start(metadata, thread_name()):  # type: ignore[union-attr]
+                tracker.cache_hit(metadata.id, link)  # the call ends itself, with the result
+            elif tracker.started(link, metadata, thread_name()) is not None:
                 tracker.cache_hit(metadata.id, link)
                 tracker.finished(metadata.id, link)
-        elif not self.local:
-            self._report_start(metadata, reporter, cached=True)
 
     @hook_impl
-    def before_node_retry(self, metadata: Any, error: Any, attempt: int, reporter: Any) -> None:
+    def before_node_retry(self, metadata: Any, attempt: int) -> None:
         """A failed task call runs again (daglite's retries)."""
-        self._tell("retried", metadata.id, attempt, reporter)
+        if self.tracker is not None:
+            self.tracker.retried(metadata.id, current_call.get(), attempt)
 
     @hook_impl
-    def node_iteration(self, metadata: Any, index: int, reporter: Any) -> None:
+    def node_iteration(self, metadata: Any, index: int) -> None:
         """A generator task yielded its item *index*."""
-        self._tell("iterated", metadata.id, index, reporter)
+        if self.tracker is not None:
+            self.tracker.iterated(metadata.id, current_call.get(), index)
 
     @hook_impl
-    def after_node_execute(
-        self, metadata: Any, result: Any, duration: float, reporter: Any
-    ) -> None:
-        """A task call returned."""
+    def after_node_execute(self, metadata: Any, result: Any) -> None:
+        """A task call returned (a submitted call ends itself, with its result)."""
         tracker = self.tracker
         if tracker is not None:
-            tracker.finished(metadata.id, current_call.get(), result)
-        elif not self.local:
-            _report(reporter, ("finished", metadata.id, _link_id()))
+            link = current_call.get()
+            if link is None or link.task_id is not metadata.id:  # type: ignore[union-attr]
+                tracker.finished(metadata.id, link, result)
 
     @hook_impl
-    def on_node_error(self, metadata: Any, error: Any, duration: float, reporter: Any) -> None:
-        """A task call failed, after any retries."""
-        self._tell("failed", metadata.id, Failure.of(error), reporter)
-
-    def _tell(self, kind: str, task_id: Any, detail: Any, reporter: Any) -> None:
-        """Hand an event of the call of *task_id* to the tracker, or report it to the kernel."""
+    def on_node_error(self, metadata: Any, error: Any) -> None:
+        """A task call failed, after any retries (a submitted call ends itself, with why)."""
         tracker = self.tracker
         if tracker is not None:
-            getattr(tracker, kind)(task_id, current_call.get(), detail)
-        elif not self.local:
-            _report(reporter, (kind, task_id, _link_id(), detail))
-
-    def _report_start(self, metadata: Any, reporter: Any, cached: bool) -> None:
-        task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
-        report = ("started", metadata.id, _link_id(), *task, metadata.is_async)
-        _report(reporter, (*report, _worker_name(), cached))
+            link = current_call.get()
+            if link is None or link.task_id is not metadata.id:  # type: ignore[union-attr]
+                tracker.failed(metadata.id, link, Failure.of(error))
 
     def workflow_session(self) -> Any:
         """The id of the daglite session of a workflow run this thread runs in, if any."""
@@ -173,11 +168,60 @@ class NotebookEvents:
             tracker.workflow_started(session_id, _daglite.running_workflow() or "daglite session")
 
     @hook_impl
-    def after_session_end(self, session_id: Any, duration: float) -> None:
+    def after_session_end(self, session_id: Any) -> None:
         """A daglite session ends."""
         tracker = self.tracker
         if tracker is not None:
             tracker.workflow_ended(session_id)
+
+
+class WorkerEvents:
+    """The daglite plugin of a worker: its hooks report to the kernel (see `NotebookEvents`)."""
+
+    def __init__(self, kernel_pid: int | None) -> None:
+        self.kernel_pid = kernel_pid
+
+    def to_config(self) -> dict[str, Any]:  # noqa: D102
+        return {"kernel_pid": self.kernel_pid}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> WorkerEvents:  # noqa: D102
+        return cls(config.get("kernel_pid"))
+
+    @hook_impl
+    def before_node_execute(self, metadata: Any, reporter: Any) -> None:
+        """A task call starts."""
+        self._report_start(metadata, reporter, cached=False)
+
+    @hook_impl
+    def on_cache_hit(self, metadata: Any, reporter: Any) -> None:
+        """A task call returns its result from daglite's cache, without running."""
+        self._report_start(metadata, reporter, cached=True)
+
+    @hook_impl
+    def before_node_retry(self, metadata: Any, attempt: int, reporter: Any) -> None:
+        """A failed task call runs again (daglite's retries)."""
+        _report(reporter, ("retried", metadata.id, _link_id(), attempt))
+
+    @hook_impl
+    def node_iteration(self, metadata: Any, index: int, reporter: Any) -> None:
+        """A generator task yielded its item *index*."""
+        _report(reporter, ("iterated", metadata.id, _link_id(), index))
+
+    @hook_impl
+    def after_node_execute(self, metadata: Any, reporter: Any) -> None:
+        """A task call returned."""
+        _report(reporter, ("finished", metadata.id, _link_id()))
+
+    @hook_impl
+    def on_node_error(self, metadata: Any, error: Any, reporter: Any) -> None:
+        """A task call failed, after any retries."""
+        _report(reporter, ("failed", metadata.id, _link_id(), Failure.of(error)))
+
+    def _report_start(self, metadata: Any, reporter: Any, cached: bool) -> None:
+        task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
+        report = ("started", metadata.id, _link_id(), *task, metadata.is_async)
+        _report(reporter, (*report, _worker_name(), cached))
 
 
 def _worker_name() -> str:

@@ -207,8 +207,11 @@ class _Tracked:
         """
         tracker = self._tracker
         parent = current_call.get()
+        named = self._named
+        if named[0] is not func:  # a fan-out submits one callable many times: name it once
+            named = self._named = (func, _daglite.task_name(func))
         call = tracker.submitted(
-            self._task_name(func),
+            named[1],
             self.name,
             parent if isinstance(parent, Call) else None,
             context.map_index,
@@ -234,12 +237,6 @@ class _Tracked:
         if direct and self.runs_here:
             return LiveFuture.adopt(inner, call, tracker)
         return live or inner
-
-    def _task_name(self, func: Callable[..., Any]) -> str:
-        named = self._named
-        if named[0] is not func:  # a fan-out submits one callable many times: name it once
-            named = self._named = (func, _daglite.task_name(func))
-        return named[1]
 
     def submit_direct(
         self,

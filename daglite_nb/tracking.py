@@ -200,11 +200,30 @@ class Call:
             failure = own
         else:
             if self.ended is None:
-                tracker.ended(self, FINISHED)  # type: ignore[union-attr]
+                outcome = result_text(result) if self.alone else None
+                tracker.ended(self, FINISHED, outcome=outcome)  # type: ignore[union-attr]
             return result
         finally:
             current_call.reset(token)
         raise failure  # outside the `except`: the task's exception keeps its own context
+
+    def start(self, task: Any, worker: str) -> bool:
+        """Start as the submitted call whose own task *task* is (daglite's `TaskMetadata`).
+
+        Returns False if *task* is not its own (a task nested in it), or the call ended.
+        No lock: only the thread that runs a call starts it, and a call that runs can no
+        longer be cancelled.
+        """
+        if self.task_id is not None or self.ended is not None:
+            return False
+        self.task_id, self.name, self.worker = task.id, task.name, worker
+        self.started, self.state = time.time(), RUNNING
+        return True
+
+    @property
+    def alone(self) -> bool:
+        """Whether it is shown on its own (with its result), not counted in a group."""
+        return self.group is None and self.parent is None
 
     def __reduce__(self) -> Any:
         # Pickled, a submitted call travels as its task and its id (to another process).
@@ -467,7 +486,11 @@ class Tracker:
         """
         opened = False
         if group is None and map_index is not None:
-            group, opened = self._map_group(name, backend, parent, map_index, func)
+            fan_out = self._fan_out
+            if map_index and fan_out.func is func:  # the next call of this thread's fan-out
+                group = fan_out.group
+            else:
+                group, opened = self._map_group(name, backend, parent, map_index, func)
         call_name = name if map_index is None else f"{name}[{map_index}]"
         call = Call(self._ids(), call_name, backend, self.cell, parent, group, text, map_index)
         idle = not self.live
@@ -483,18 +506,16 @@ class Tracker:
     def _map_group(
         self, name: str, backend: str, parent: Call | None, index: int, func: Any
     ) -> tuple[Group | None, bool]:
-        # Returns the group, and whether it is a new top-level one.
-        fan_out = self._fan_out
-        if index == 0:
-            if fan_out.group is not None and fan_out.group.owner is None:
-                fan_out.group.closed = True  # this thread moved on to another fan-out
-            group = self.group("map_tasks", name, backend, parent)
-            fan_out.func, fan_out.group = func, group
-            return group, group.owner is None
-        group = fan_out.group
-        if fan_out.func is not func or group is None:
+        # Item 0 opens a group: returns it, and whether it is a new top-level one. Any other
+        # item that continues no fan-out of this thread (a hand-made map_index) has none.
+        if index:
             return None, False
-        return group, False
+        fan_out = self._fan_out
+        if fan_out.group is not None and fan_out.group.owner is None:
+            fan_out.group.closed = True  # this thread moved on to another fan-out
+        group = self.group("map_tasks", name, backend, parent)
+        fan_out.func, fan_out.group = func, group
+        return group, group.owner is None
 
     def group(self, kind: str, label: str, backend: str, parent: Call | None = None) -> Group:
         """A group for a fan-out; nested under *parent*'s (or its group's) groups of *label*.
@@ -557,11 +578,7 @@ class Tracker:
             link = self.live.get(link, _GONE)
         if self.closed or link is _GONE or (link is not None and link.ended is not None):
             return None
-        if link is not None and link.task_id is None:  # the submitted call's own task
-            # No lock: only the thread that runs a call starts it, and a call that runs can
-            # no longer be cancelled.
-            link.task_id, link.name, link.worker = task.id, task.name, worker
-            link.started, link.state = time.time(), RUNNING
+        if link is not None and link.start(task, worker):  # the submitted call's own task
             return link
         call = self._first_seen(link, task, worker)
         group = call.group
@@ -605,7 +622,7 @@ class Tracker:
         """
         if isinstance(link, int):
             link = self.live.get(link)
-        if link is not None and link.task_id == task_id:
+        if link is not None and (link.task_id is task_id or link.task_id == task_id):
             return link
         return self._by_task.get(task_id)
 
@@ -655,7 +672,7 @@ class Tracker:
         """
         call = self._find(task_id, link)
         if call is not None:
-            shown = result is not _UNKNOWN and _alone(call)
+            shown = result is not _UNKNOWN and call.alone
             self.ended(call, FINISHED, outcome=result_text(result) if shown else None)
 
     def failed(self, task_id: Any, link: Call | int | None, failure: Failure) -> None:
@@ -727,7 +744,7 @@ class Tracker:
         error = future.exception()
         if error is None:
             result = future.result()
-            outcome = result_text(result) if _alone(call) else None
+            outcome = result_text(result) if call.alone else None
             if not self.ended(call, FINISHED, outcome=outcome) and call.outcome is None:
                 call.outcome = outcome  # a worker's report ended it first, without the result
             if live_future is not None:
@@ -805,11 +822,6 @@ class Tracker:
                 live_future.take_cancel()
         for group in groups:
             group.closed = True
-
-
-def _alone(call: Call) -> bool:
-    """Whether *call* is shown on its own (its result with it), not counted in a group."""
-    return call.group is None and call.parent is None
 
 
 _GONE = Call(0, "", "", None)
