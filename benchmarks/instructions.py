@@ -2,9 +2,11 @@
 
 Timings on a shared 2-core machine vary by ±20 % from run to run; instruction counts far less.
 This script runs the same no-op tasks on the thread backend under valgrind's cachegrind (a
-`map_tasks`, and single submits: daglite's `Backend.submit` against `dnb.submit`), with and
-without a daglite-nb session, and prints the instructions per task of each and their ratios.
-It needs valgrind (`apt-get install -y valgrind`).
+`map_tasks`, and single submits: daglite's `Backend.submit` against `dnb.submit`), plain or
+live, and prints the instructions per task of each and their ratios. Every run opens both a
+plain daglite session (in a context of its own, as `live_futures.py` does in a kernel) and a
+daglite-nb session, so both sides run with the same modules and the same heap; only the context
+that the tasks are submitted from differs. It needs valgrind (`apt-get install -y valgrind`).
 
 Run: `.venv/bin/python benchmarks/instructions.py` (figures in docs/performance.md).
 """
@@ -18,9 +20,10 @@ import subprocess
 import sys
 
 TASKS = 2_000
-REPEAT = 3
+REPEAT = 5
 
 RUN = """
+import contextvars
 import sys
 from concurrent.futures import wait
 import daglite, daglite_nb as dnb
@@ -32,20 +35,25 @@ def noop(x):
     return x
 
 way, what, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if way == "plain":
-    session = daglite.session(backend="thread")
-    session.__enter__()
+plain = contextvars.Context()
+plain.run(daglite.session(backend="thread").__enter__)
+dnb.start(backend="thread")
+live = contextvars.copy_context()
+
+def plain_submit(n):
     backend = BackendManager.get_active().get("thread")
-    submit = lambda i: backend.submit(noop, (i,))
-else:
-    dnb.start(backend="thread")
-    submit = lambda i: dnb.submit(noop, i)
+    wait([backend.submit(noop, (i,)) for i in range(n)])
+
+def live_submit(n):
+    wait([dnb.submit(noop, i) for i in range(n)])
+
 run = (lambda n: map_tasks(noop, range(n))) if what == "map" else (
-    lambda n: wait([submit(i) for i in range(n)])
+    plain_submit if way == "plain" else live_submit
 )
-run(50)  # warm: the pool's threads, the task's first call
+context = plain if way == "plain" else live
+context.run(run, 50)  # warm: the pool's threads, the task's first call
 if tasks:
-    run(tasks)
+    context.run(run, tasks)
 """
 
 
@@ -76,26 +84,31 @@ def instructions(way: str, what: str, tasks: int) -> int:
 
 
 def per_task(way: str, what: str) -> float:
-    """Instructions per task: a run with TASKS tasks minus the same run without them.
-
-    The median of REPEAT such differences: how the threads interleave still moves a count by a
-    few percent (the waiting and waking differ).
-    """
-    return statistics.median(
-        (instructions(way, what, TASKS) - instructions(way, what, 0)) / TASKS for _ in range(REPEAT)
-    )
+    """Instructions per task: a run with TASKS tasks minus the same run without them."""
+    return (instructions(way, what, TASKS) - instructions(way, what, 0)) / TASKS
 
 
 def main() -> None:
-    print(f"{TASKS} no-op tasks on the thread backend, instructions per task:")
+    print(f"{TASKS} no-op tasks on the thread backend, instructions per task")
+    print(f"(median and range of {REPEAT} interleaved plain and live counts):")
     for what, plain_label, live_label in [
         ("map", "map_tasks, plain daglite.session", "map_tasks, daglite-nb session"),
         ("submit", "Backend.submit (daglite)", "dnb.submit"),
     ]:
-        plain, live = per_task("plain", what), per_task("live", what)
-        print(f"  {plain_label:<34} {plain:>10,.0f}")
-        print(f"  {live_label:<34} {live:>10,.0f}")
-        print(f"  {'ratio':<34} {live / plain:>10.3f}x")
+        plain: list[float] = []
+        live: list[float] = []
+        for _ in range(REPEAT):
+            plain.append(per_task("plain", what))
+            live.append(per_task("live", what))
+        for label, counts in ((plain_label, plain), (live_label, live)):
+            print(f"  {label:<34} {_spread(counts, '{:,.0f}')}")
+        ratios = [mine / theirs for theirs, mine in zip(plain, live, strict=True)]
+        print(f"  {'ratio':<34} {_spread(ratios, '{:.3f}x')}")
+
+
+def _spread(values: list[float], form: str) -> str:
+    median = form.format(statistics.median(values))
+    return f"{median:>10} ({form.format(min(values))}-{form.format(max(values))})"
 
 
 if __name__ == "__main__":

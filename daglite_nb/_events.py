@@ -27,7 +27,7 @@ from daglite_nb._text import Failure
 from daglite_nb.tracking import Call
 from daglite_nb.tracking import Tracker
 from daglite_nb.tracking import current_call
-from daglite_nb.tracking import thread_name
+from daglite_nb.tracking import this_thread
 
 EVENT = "daglite_nb.call"
 """The event type of the reports that workers send to the kernel."""
@@ -108,8 +108,9 @@ class NotebookEvents:
         tracker = self.tracker
         if tracker is not None:
             link = current_call.get()
-            if link is None or not link.start(metadata, thread_name()):  # type: ignore[union-attr]
-                tracker.started(link, metadata, thread_name())
+            worker = this_thread.name
+            if link is None or not link.start(metadata, worker):  # type: ignore[union-attr]
+                tracker.started(link, metadata, worker)
 
     @hook_impl
     def on_cache_hit(self, metadata: Any) -> None:
@@ -117,9 +118,10 @@ class NotebookEvents:
         tracker = self.tracker
         if tracker is not None:
             link = current_call.get()
-            if link is not None and link.start(metadata, thread_name()):  # type: ignore[union-attr]
+            worker = this_thread.name
+            if link is not None and link.start(metadata, worker):  # type: ignore[union-attr]
                 tracker.cache_hit(metadata.id, link)  # the call ends itself, with the result
-            elif tracker.started(link, metadata, thread_name()) is not None:
+            elif tracker.started(link, metadata, worker) is not None:
                 tracker.cache_hit(metadata.id, link)
                 tracker.finished(metadata.id, link)
 

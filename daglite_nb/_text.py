@@ -180,7 +180,10 @@ def shorten_words(message: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    lines = text.splitlines()
+    if len(lines) == 1:
+        return lines[0].strip()
+    return " ".join(part.strip() for part in lines if part.strip())
 
 
 def _cut_inside(text: str) -> str:

@@ -27,7 +27,6 @@ from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
 from daglite_nb._text import excerpt
 from daglite_nb._text import reason
-from daglite_nb.tracking import Call
 from daglite_nb.tracking import Group
 from daglite_nb.tracking import LiveFuture
 from daglite_nb.tracking import Tracker
@@ -206,25 +205,24 @@ class _Tracked:
         others keep the backend's Future (daglite's `map_tasks` never shows its futures).
         """
         tracker = self._tracker
-        parent = current_call.get()
         named = self._named
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
+        parent = current_call.get()  # in the kernel: a Call or None
         call = tracker.submitted(
             named[1],
             self.name,
-            parent if isinstance(parent, Call) else None,
+            parent,
             context.map_index,
             func,
             group,
             text,
+            direct,  # type: ignore[arg-type]
         )
-        call.func, call.tracker, call.direct = func, tracker, direct
         if self.carries_context:
             call.context = contextvars.copy_context()
-        live = None
         if direct and not self.runs_here:
-            live = call.live_future = LiveFuture(call, tracker)
+            call.live_future = LiveFuture(call, tracker)
         try:
             inner = self._backend_submit(call, args, kwargs, context=context)
         except BaseException as exc:
@@ -232,10 +230,10 @@ class _Tracked:
             raise
         if call.ended is None:
             call.future = inner
-        if not self.runs_here:
-            inner.add_done_callback(partial(tracker.settle, call))
-        if direct and self.runs_here:
-            return LiveFuture.adopt(inner, call, tracker)
+        if self.runs_here:
+            return LiveFuture.adopt(inner, call, tracker) if direct else inner
+        live = call.live_future
+        inner.add_done_callback(partial(tracker.settle, call))
         return live or inner
 
     def submit_direct(

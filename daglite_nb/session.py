@@ -95,7 +95,7 @@ class NotebookSession:
         self.session_id = uuid.uuid4().hex[:8]
         self._lock = threading.RLock()
         self.tracker = Tracker(on_show=_show if options.progress else None)
-        self._last_callable: tuple[Any, Any] = (None, None)
+        self._last_callable: tuple[Any, Any, str] = (None, None, "")
         self._closed = False
         self._opened_at = time.monotonic()
         self._context = contextvars.Context()
@@ -263,18 +263,18 @@ class NotebookSession:
         self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], backend: str | None
     ) -> LiveFuture[Any]:
         """Submit one call of *func* to *backend* (default: the session's)."""
-        call = self._backend_callable(func, "submit")
+        call, name = self._backend_callable(func, "submit")
         submit = self.backend_instance(backend).submit_direct  # type: ignore[attr-defined]
-        text = call_text(_daglite.task_name(call), args, kwargs)
+        text = call_text(name, args, kwargs)
         return self._in_session(submit, call, args, kwargs, None, None, text)
 
     def map(
         self, func: Any, iterables: tuple[Any, ...], backend: str | None
     ) -> LiveFutureGroup[Any]:
         """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
-        call = self._backend_callable(func, "map")
+        call, name = self._backend_callable(func, "map")
         instance = self.backend_instance(backend)
-        group = self.tracker.group("dnb.map", _daglite.task_name(call), instance.name)
+        group = self.tracker.group("dnb.map", name, instance.name)
         return self._in_session(self._map_direct, instance, call, iterables, group)
 
     def _map_direct(
@@ -288,13 +288,14 @@ class NotebookSession:
         self.tracker.close(group)
         return LiveFutureGroup(group, futures)
 
-    def _backend_callable(self, func: Any, verb: str) -> Any:
-        # Loops submit one callable many times: turn it into a backend callable once.
+    def _backend_callable(self, func: Any, verb: str) -> tuple[Any, str]:
+        # Loops submit one callable many times: turn it into a backend callable (and find its
+        # task's name) once.
         last = self._last_callable
         if last[0] is not func:
             call = backend_callable(func, verb)
-            last = self._last_callable = (func, call)
-        return last[1]
+            last = self._last_callable = (func, call, _daglite.task_name(call))
+        return last[1], last[2]
 
     def _in_session(self, func: Any, *args: Any) -> Any:
         # Submissions from any thread (user threads, widget callbacks) carry the session,

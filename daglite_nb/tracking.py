@@ -60,20 +60,14 @@ worker. Tasks nested in it see it too; daglite's parent ids tell them apart."""
 
 
 class _ThisThread(threading.local):
-    """What a thread knows about itself (looked up once per thread)."""
+    """What a thread knows about itself, looked up on its first use (`this_thread.name`)."""
 
-    name: str | None = None
-
-
-_this_thread = _ThisThread()
+    def __init__(self) -> None:
+        self.name = threading.current_thread().name
 
 
-def thread_name() -> str:
-    """The current thread's name (a worker stamps it on each call it starts)."""
-    name = _this_thread.name
-    if name is None:
-        name = _this_thread.name = threading.current_thread().name
-    return name
+this_thread = _ThisThread()
+"""The current thread's name, which a worker stamps on each call it starts."""
 
 
 # region Calls and groups
@@ -83,7 +77,8 @@ class Call:
     """One task call and what is known of it.
 
     Attributes:
-        name: The task's name; daglite's resolved name (`load-a[3]`) once the call started.
+        name: The task's name; daglite's resolved name (`load-a[3]`) once the call started (see
+            `label`).
         text: The call with its arguments (`square(7)`), for calls submitted one by one.
         parent: The call inside which this one runs, if any.
         group: The group this call counts in, if any.
@@ -110,15 +105,15 @@ class Call:
     __slots__ = (
         "id",
         "name",
-        "text",
         "backend",
         "cell",
         "parent",
         "group",
+        "text",
         "index",
+        "submitted",
         "task_id",
         "state",
-        "submitted",
         "started",
         "ended",
         "worker",
@@ -150,15 +145,15 @@ class Call:
     ) -> None:
         self.id = call_id
         self.name = name
-        self.text = text
         self.backend = backend
         self.cell = cell
         self.parent = parent
         self.group = group
+        self.text = text
         self.index = index
+        self.submitted = time.time()
         self.task_id: Any = None
         self.state = PENDING
-        self.submitted = time.time()
         self.started: float | None = None
         self.ended: float | None = None
         self.worker: str | None = None
@@ -201,7 +196,7 @@ class Call:
         else:
             if self.ended is None:
                 outcome = result_text(result) if self.alone else None
-                tracker.ended(self, FINISHED, outcome=outcome)  # type: ignore[union-attr]
+                tracker.ended(self, FINISHED, outcome)  # type: ignore[union-attr]
             return result
         finally:
             current_call.reset(token)
@@ -233,8 +228,12 @@ class Call:
 
     @property
     def label(self) -> str:
-        """What the call is shown as: its text, or its (resolved) name."""
-        return self.text or self.name
+        """What the call is shown as: its text, or its name with its index (`load-a[3]`)."""
+        if self.text is not None:
+            return self.text
+        if self.task_id is None and self.index is not None:
+            return f"{self.name}[{self.index}]"
+        return self.name
 
     @property
     def elapsed(self) -> float:
@@ -387,10 +386,12 @@ def _any_running(live: list[Call]) -> bool:
 
 
 class _FanOut(threading.local):
-    """The fan-out a thread is submitting: daglite's `map_tasks` submits items 0, 1, 2, ..."""
+    """The fan-out a thread is submitting: daglite's `map_tasks` submits items 0, 1, 2, ...
 
-    func: Any = None
-    group: Group | None = None
+    `current` is the callable it submits and its group (`gather_tasks`: no callable).
+    """
+
+    current: tuple[Any, Group | None] = (None, None)
 
 
 class Tracker:
@@ -471,8 +472,9 @@ class Tracker:
         func: Any = None,
         group: Group | None = None,
         text: str | None = None,
+        direct: bool = False,
     ) -> Call:
-        """A new pending call, about to be submitted to *backend* (see `started`, `ended`).
+        """A new pending call of *func*, about to be submitted to *backend* (see `Call`).
 
         Args:
             name: The task's name.
@@ -483,16 +485,19 @@ class Tracker:
             func: What the backend runs (identifies a `map_tasks` fan-out).
             group: The group of a `dnb.map` call.
             text: The call with its arguments, for a call submitted on its own.
+            direct: Whether it is daglite-nb's own call (see `Call.direct`).
         """
         opened = False
         if group is None and map_index is not None:
-            fan_out = self._fan_out
-            if map_index and fan_out.func is func:  # the next call of this thread's fan-out
-                group = fan_out.group
+            fan_func, fan_group = self._fan_out.current
+            if map_index and fan_func is func:  # the next call of this thread's fan-out
+                group = fan_group
             else:
                 group, opened = self._map_group(name, backend, parent, map_index, func)
-        call_name = name if map_index is None else f"{name}[{map_index}]"
-        call = Call(self._ids(), call_name, backend, self.cell, parent, group, text, map_index)
+        call = Call(self._ids(), name, backend, self.cell, parent, group, text, map_index)
+        call.func, call.tracker = func, self
+        if direct:
+            call.direct = True
         idle = not self.live
         self.live[call.id] = call
         if group is not None:
@@ -510,11 +515,11 @@ class Tracker:
         # item that continues no fan-out of this thread (a hand-made map_index) has none.
         if index:
             return None, False
-        fan_out = self._fan_out
-        if fan_out.group is not None and fan_out.group.owner is None:
-            fan_out.group.closed = True  # this thread moved on to another fan-out
+        previous = self._fan_out.current[1]
+        if previous is not None and previous.owner is None:
+            previous.closed = True  # this thread moved on to another fan-out
         group = self.group("map_tasks", name, backend, parent)
-        fan_out.func, fan_out.group = func, group
+        self._fan_out.current = (func, group)
         return group, group.owner is None
 
     def group(self, kind: str, label: str, backend: str, parent: Call | None = None) -> Group:
@@ -556,7 +561,7 @@ class Tracker:
             for group, main in self._open:
                 group.closed = group.closed or main
             self._open = [(group, main) for group, main in self._open if not group.closed]
-            self._fan_out.func = self._fan_out.group = None
+            self._fan_out.current = (None, None)
 
     # region Events (daglite's hooks, or the backend's Futures)
 
@@ -628,11 +633,10 @@ class Tracker:
 
     def _gather_group(self, label: str, backend: str, index: int) -> Group:
         # gather_tasks starts items 0, 1, 2, ... of one task in order, on one thread.
-        fan_out = self._fan_out
-        group = fan_out.group
-        if index == 0 or group is None or group.label != label or fan_out.func is not None:
+        func, group = self._fan_out.current
+        if index == 0 or group is None or group.label != label or func is not None:
             group = self.group("gather_tasks", label, backend)
-            fan_out.func, fan_out.group = None, group
+            self._fan_out.current = (None, group)
         return group
 
     def retried(self, task_id: Any, link: Call | int | None, attempt: int) -> None:
@@ -705,19 +709,24 @@ class Tracker:
 
         Whoever takes the call out of the live ones ends it: that step comes first, so two
         ends never both count, and an interrupt in the middle can cost a count, never leave
-        a group that waits for a call forever.
+        a group that waits for a call forever. The call keeps text only.
         """
-        group = call.group
         with self.lock:
             if self.live.pop(call.id, None) is None:
                 return False
+            group = call.group
             if group is not None:
                 group.live.discard(call)
             call.state, call.ended = state, time.time()
-            call.outcome, call.failure, call.reason = outcome, failure, reason
             if call.func is None and call.task_id is not None:  # first seen by its task
                 self._by_task.pop(call.task_id, None)
-            call.future = call.func = call.tracker = call.context = None  # only text stays
+            call.func = call.tracker = call.future = call.context = None
+            if outcome is not None:
+                call.outcome = outcome
+            if failure is not None:
+                call.failure = failure
+            if reason is not None:
+                call.reason = reason
             self.ended_counts[state] += 1
             self.recent.append(call)
             if group is not None:

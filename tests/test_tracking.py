@@ -112,7 +112,7 @@ def test_map_tasks_items_join_one_group_per_fan_out():
     again = [_submit(tracker, map_index=i, func=len)[0] for i in range(2)]
     assert first[0].group is first[2].group and again[0].group is not first[0].group
     assert first[0].group.total == 3 and first[0].group.closed, "a new fan-out closes the last"
-    assert [call.name for call in first] == ["work[0]", "work[1]", "work[2]"]
+    assert [call.label for call in first] == ["work[0]", "work[1]", "work[2]"]
     assert again[0].group.label == "work" and not again[0].group.closed
     tracker.cell_ended()
     assert again[0].group.closed
