@@ -26,10 +26,10 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from daglite_nb.backends import BackendTable
+    from daglite_nb.futures import LiveFuture
+    from daglite_nb.futures import LiveFutureGroup
     from daglite_nb.session import NotebookSession
     from daglite_nb.session import SessionStatus
-    from daglite_nb.tracking import LiveFuture
-    from daglite_nb.tracking import LiveFutureGroup
 
 __all__ = [
     "list_backends",
@@ -162,7 +162,7 @@ async def wait(
     buttons, cancel buttons) while the cell waits, and the interrupt button stops the cell
     at once (its pending tasks are cancelled).
     """
-    from daglite_nb.tracking import wait_awake
+    from daglite_nb.futures import wait_awake
 
     return await wait_awake(list(futures), timeout)
 

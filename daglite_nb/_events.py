@@ -7,7 +7,7 @@ workers get them the same way, as a `WorkerEvents`). In the kernel its hooks cha
 session's tracker directly; on a worker they report through the worker's daglite event
 reporter, and the kernel's plugin hands the reports to the tracker.
 
-A session backend runs each submitted call as its `Call` (see `daglite_nb.tracking.Call`), which
+A session backend runs each submitted call as its `Call` (see `daglite_nb.model.Call`), which
 tells the hooks which submitted call a task is (the `current_call` context variable). A call sent
 to another process travels as a `RemoteCarrier`: its task and its id.
 """
@@ -24,10 +24,10 @@ from daglite.plugins.hooks.markers import hook_impl
 
 from daglite_nb import _daglite
 from daglite_nb._text import Failure
-from daglite_nb.tracking import Call
+from daglite_nb.model import Call
+from daglite_nb.model import current_call
+from daglite_nb.model import this_thread
 from daglite_nb.tracking import Tracker
-from daglite_nb.tracking import current_call
-from daglite_nb.tracking import this_thread
 
 EVENT = "daglite_nb.call"
 """The event type of the reports that workers send to the kernel."""

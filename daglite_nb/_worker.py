@@ -110,7 +110,7 @@ def run_call(
 ) -> Any:
     """Run one call as daglite's process backend does (map index in `SubmitContext`).
 
-    *tag* is the id of the kernel's `Call` (see `daglite_nb.tracking.current_call`).
+    *tag* is the id of the kernel's `Call` (see `daglite_nb.model.current_call`).
     """
     with _daglite.SubmitContext(map_index=map_index):
         return run_as(tag, func, *args, **kwargs)

@@ -27,10 +27,10 @@ from daglite_nb._local import NotebookProcessBackend
 from daglite_nb._local import NotebookThreadBackend
 from daglite_nb._text import excerpt
 from daglite_nb._text import reason
-from daglite_nb.tracking import Group
-from daglite_nb.tracking import LiveFuture
+from daglite_nb.futures import LiveFuture
+from daglite_nb.model import Group
+from daglite_nb.model import current_call
 from daglite_nb.tracking import Tracker
-from daglite_nb.tracking import current_call
 
 ENTRY_POINT_GROUP = "daglite.backends"
 

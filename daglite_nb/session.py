@@ -39,10 +39,10 @@ from daglite_nb._text import shorten
 from daglite_nb.backends import is_tracked
 from daglite_nb.backends import registry
 from daglite_nb.backends import tracked_backend
-from daglite_nb.tracking import Call
-from daglite_nb.tracking import Group
-from daglite_nb.tracking import LiveFuture
-from daglite_nb.tracking import LiveFutureGroup
+from daglite_nb.futures import LiveFuture
+from daglite_nb.futures import LiveFutureGroup
+from daglite_nb.model import Call
+from daglite_nb.model import Group
 from daglite_nb.tracking import Tracker
 
 STOP_GRACE_SECONDS = 1.0

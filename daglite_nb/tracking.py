@@ -1,388 +1,42 @@
-"""One model of every task call daglite runs in the kernel's session. No IPython here.
+"""The tracker of a session: every call daglite runs, as it is submitted, starts and ends.
 
-A `Call` is one task call. Calls submitted through a session backend exist from their submission
-(pending); every other call (a task called directly, awaited, gathered, run by a workflow, nested
-in another task, on any backend) is first seen when daglite's hooks report that it started (see
-`daglite_nb._events`). A `Group` counts the calls of one fan-out (`map_tasks`, `dnb.map`,
-`gather_tasks`) or of a workflow run; the fan-outs that the calls of a group (or a single call)
-make inside them nest under it as child groups, one per task name.
-
-The `Tracker` changes calls only under its lock and keeps every count as it changes; widgets and
-the panel read it at their own pace. A call that ended keeps text, never objects: no arguments,
-results, exceptions or frames.
+It feeds the model (`daglite_nb.model`) from the session backends' submissions, daglite's hooks
+(`daglite_nb._events`) and the backends' Futures. It changes calls only under its lock and keeps
+every count as it changes; what readers see is always a state the calls were in. No IPython here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import itertools
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from collections.abc import Sequence
-from concurrent.futures import CancelledError
 from concurrent.futures import Future
 from typing import Any
-from typing import Generic
-from typing import TypeVar
 
-from daglite_nb._daglite import active_session as _active_session
 from daglite_nb._text import Failure
 from daglite_nb._text import result_text
-
-R = TypeVar("R")
-
-PENDING = "pending"
-RUNNING = "running"
-FINISHED = "finished"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATES = (PENDING, RUNNING, FINISHED, FAILED, CANCELLED)
-ENDED = (FINISHED, FAILED, CANCELLED)
+from daglite_nb.futures import LiveFuture
+from daglite_nb.model import CANCELLED
+from daglite_nb.model import ENDED
+from daglite_nb.model import FAILED
+from daglite_nb.model import FINISHED
+from daglite_nb.model import PENDING
+from daglite_nb.model import RUNNING
+from daglite_nb.model import Call
+from daglite_nb.model import Group
+from daglite_nb.model import original_error
+from daglite_nb.model import state_counts
 
 _UNKNOWN = object()
 """Stands for a result that a worker's report does not carry."""
 
-RECENT_CALLS = 200
-"""How many ended calls the tracker keeps to show (counts are kept for all)."""
-
 GROUP_FAILURES = 3
 """How many failures a group keeps to show with their tracebacks."""
 
-
-current_call: contextvars.ContextVar[Call | int | None] = contextvars.ContextVar(
-    "daglite_nb_current_call", default=None
-)
-"""The submitted call whose task runs in this context: the `Call` in the kernel, its id on a
-worker. Tasks nested in it see it too; daglite's parent ids tell them apart."""
-
-
-class _ThisThread(threading.local):
-    """What a thread knows about itself, looked up on its first use (`this_thread.name`)."""
-
-    def __init__(self) -> None:
-        self.name = threading.current_thread().name
-
-
-this_thread = _ThisThread()
-"""The current thread's name, which a worker stamps on each call it starts."""
-
-
-# region Calls and groups
-
-
-class Call:
-    """One task call and what is known of it.
-
-    Attributes:
-        name: The task's name; daglite's resolved name (`load-a[3]`) once the call started (see
-            `label`).
-        text: The call with its arguments (`square(7)`), for calls submitted one by one.
-        parent: The call inside which this one runs, if any.
-        group: The group this call counts in, if any.
-        index: Its index in a fan-out, if it is in one.
-        task_id: daglite's id of the call (`TaskMetadata.id`), once it started.
-        attempts: How many times daglite retried it.
-        cached: Whether its result came from daglite's cache.
-        items: How many items a generator task yielded.
-        outcome: A finished call's result as text (calls submitted one by one).
-        failure: A failed call's error as text.
-        reason: Why a call was cancelled, when not by a plain `cancel()`.
-        future: While the call has not ended: the backend's Future, which cancels it.
-        live_future: A call submitted with `dnb.submit` to a backend elsewhere: the caller's
-            `LiveFuture`, which gets the outcome when the call ends.
-        children: The groups of the fan-outs this call made, by task name.
-        func: While a submitted call has not ended: the task it runs (see `__call__`).
-        tracker: Likewise, the tracker it reports its end to.
-        direct: Whether it is daglite-nb's own call (`dnb.submit`, `dnb.map`): it raises a
-            failed task's own exception, not daglite's `TaskError`.
-        context: For a backend whose executor does not carry daglite's context: the context of
-            its submission, which the call runs in.
-    """
-
-    __slots__ = (
-        "id",
-        "name",
-        "backend",
-        "cell",
-        "parent",
-        "group",
-        "text",
-        "index",
-        "submitted",
-        "task_id",
-        "state",
-        "started",
-        "ended",
-        "worker",
-        "attempts",
-        "cached",
-        "items",
-        "outcome",
-        "failure",
-        "reason",
-        "future",
-        "live_future",
-        "children",
-        "func",
-        "tracker",
-        "direct",
-        "context",
-    )
-
-    def __init__(
-        self,
-        call_id: int,
-        name: str,
-        backend: str,
-        cell: int | None,
-        parent: Call | None = None,
-        group: Group | None = None,
-        text: str | None = None,
-        index: int | None = None,
-    ) -> None:
-        self.id = call_id
-        self.name = name
-        self.backend = backend
-        self.cell = cell
-        self.parent = parent
-        self.group = group
-        self.text = text
-        self.index = index
-        self.submitted = time.time()
-        self.task_id: Any = None
-        self.state = PENDING
-        self.started: float | None = None
-        self.ended: float | None = None
-        self.worker: str | None = None
-        self.attempts = 0
-        self.cached = False
-        self.items = 0
-        self.outcome: str | None = None
-        self.failure: Failure | None = None
-        self.reason: str | None = None
-        self.future: Future[Any] | None = None
-        self.live_future: LiveFuture[Any] | None = None
-        self.children: dict[str, Group] | None = None
-        self.func: Callable[..., Any] | None = None
-        self.tracker: Tracker | None = None
-        self.direct = False
-        self.context: contextvars.Context | None = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the task as this call: what a session backend runs for a submitted call.
-
-        It marks the task's context as this call's (`current_call`), so daglite's hooks know
-        which submitted call started. It records the end itself when no hook did (a task that
-        raised a `BaseException`, which daglite lets through). Run where no daglite session is
-        active (the thread of a plain executor), it runs in its submission's `context`.
-        """
-        context = self.context
-        if context is not None and _active_session() is None:
-            return context.copy().run(self, *args, **kwargs)
-        tracker, func = self.tracker, self.func
-        token = current_call.set(self)
-        try:
-            result = func(*args, **kwargs)  # type: ignore[misc]
-        except BaseException as error:
-            own = original_error(error)
-            if self.ended is None:
-                tracker.raised(self, own)  # type: ignore[union-attr]
-            if not self.direct:
-                raise
-            failure = own
-        else:
-            if self.ended is None:
-                outcome = result_text(result) if self.alone else None
-                tracker.ended(self, FINISHED, outcome)  # type: ignore[union-attr]
-            return result
-        finally:
-            current_call.reset(token)
-        raise failure  # outside the `except`: the task's exception keeps its own context
-
-    def start(self, task: Any, worker: str) -> bool:
-        """Start as the submitted call whose own task *task* is (daglite's `TaskMetadata`).
-
-        Returns False if *task* is not its own (a task nested in it), or the call ended.
-        No lock: only the thread that runs a call starts it, and a call that runs can no
-        longer be cancelled.
-        """
-        if self.task_id is not None or self.ended is not None:
-            return False
-        self.task_id, self.name, self.worker = task.id, task.name, worker
-        self.started, self.state = time.time(), RUNNING
-        return True
-
-    @property
-    def alone(self) -> bool:
-        """Whether it is shown on its own (with its result), not counted in a group."""
-        return self.group is None and self.parent is None
-
-    def __reduce__(self) -> Any:
-        # Pickled, a submitted call travels as its task and its id (to another process).
-        from daglite_nb._events import RemoteCarrier
-
-        return (RemoteCarrier, (self.func, self.id))
-
-    @property
-    def label(self) -> str:
-        """What the call is shown as: its text, or its name with its index (`load-a[3]`)."""
-        if self.text is not None:
-            return self.text
-        if self.task_id is None and self.index is not None:
-            return f"{self.name}[{self.index}]"
-        return self.name
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds it ran (or has been waiting, before it started), up to its end."""
-        begin = self.started or self.submitted
-        return max((self.ended or time.time()) - begin, 0.0)
-
-    def __repr__(self) -> str:
-        return f"<Call {self.label} on {self.backend}: {self.state}>"
-
-
-class Group:
-    """The calls of one fan-out or workflow run, counted by state.
-
-    Attributes:
-        kind: `map_tasks`, `dnb.map`, `gather_tasks` or `workflow` (nested groups: `calls`).
-        label: The task's name (a workflow's name).
-        owner: For a nested group, the call or group whose calls made its calls.
-        live: Its calls that have not ended. A call joins and leaves it in one step each, so
-            the group always knows whether calls are left, even if an interrupt lands in the
-            middle of the bookkeeping (the kernel's main thread does some of it). How many of
-            them run is read from them (`counts`): a start changes its call only.
-        ended_counts: Its calls that ended, by state.
-        retried: Calls that daglite retried at least once.
-        cached: Calls whose result came from the cache.
-        items: Items that its generator calls yielded.
-        failures: The failures to show, as (call, failure): those of the calls with the lowest
-            map indexes (in the order of the calls, not of their ends).
-        reason: Why calls were cancelled, if a reason was given (the session stopped).
-        closed: For a top-level group: no more calls join it (its fan-out was submitted, its
-            cell ended, its workflow ended). A nested group is closed once its owner ended.
-        children: Nested groups, by task name.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        label: str,
-        backend: str,
-        cell: int | None,
-        owner: Call | Group | None = None,
-    ) -> None:
-        self.kind = kind
-        self.label = label
-        self.backend = backend
-        self.cell = cell
-        self.owner = owner
-        self.live: set[Call] = set()
-        self.ended_counts = dict.fromkeys(ENDED, 0)
-        self.retried = 0
-        self.cached = 0
-        self.items = 0
-        self.failures: list[tuple[Call, Failure]] = []
-        self.reason: str | None = None
-        self.closed = False
-        self.created = time.time()
-        self.last_end = self.created
-        self.children: dict[str, Group] = {}
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Calls by state."""
-        return _counts(list(self.live), self.ended_counts)
-
-    @property
-    def done(self) -> int:
-        """Calls that ended."""
-        ended = self.ended_counts
-        return ended[FINISHED] + ended[FAILED] + ended[CANCELLED]
-
-    @property
-    def total(self) -> int:
-        """Calls counted so far, live and ended.
-
-        Submitted calls count from their submission; the others (nested calls on process
-        workers, `gather_tasks`, workflows) from their start.
-        """
-        return self.done + len(self.live)
-
-    @property
-    def complete(self) -> bool:
-        """Whether every call counted so far ended (more may still join, unless `ended`)."""
-        return not self.live and all(c.complete for c in list(self.children.values()))
-
-    @property
-    def ended(self) -> bool:
-        """Whether every call ended and none can join any more."""
-        owner = self.owner
-        if owner is None:
-            closed = self.closed
-        elif isinstance(owner, Call):
-            closed = owner.ended is not None
-        else:
-            closed = owner.ended
-        return closed and self.complete
-
-    @property
-    def state(self) -> str:
-        """Running or pending until its calls ended, then failed, cancelled or finished.
-
-        Failed if any call failed, else cancelled if any was cancelled.
-        """
-        if self.kind == "workflow":  # its calls are counted by task, in its children
-            if not self.ended:
-                return RUNNING
-            states = {child.state for child in list(self.children.values())}
-            return next((s for s in (FAILED, CANCELLED) if s in states), FINISHED)
-        ended = self.ended_counts
-        if not self.total or not self.complete:
-            return RUNNING if self.done or _any_running(list(self.live)) else PENDING
-        if ended[FAILED]:
-            return FAILED
-        return CANCELLED if ended[CANCELLED] else FINISHED
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds from its first call to its last end (or now)."""
-        return (self.last_end if self.ended else time.time()) - self.created
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the rate so far, if it can be told (all calls are known)."""
-        done, elapsed = self.done, self.elapsed
-        if self.ended or not done or elapsed <= 0 or not self.closed or done == self.total:
-            return None
-        return (self.total - done) * elapsed / done
-
-    def __repr__(self) -> str:
-        return f"<Group {self.kind} {self.label} × {self.total} on {self.backend}: {self.state}>"
-
-
-def _keep_failure(failures: list[tuple[Call, Failure]], call: Call, failure: Failure) -> None:
-    """Keep the failure of *call* among the `GROUP_FAILURES` of the earliest calls."""
-    failures.append((call, failure))
-    failures.sort(key=lambda kept: (kept[0].index is None, kept[0].index or 0, kept[0].id))
-    del failures[GROUP_FAILURES:]
-
-
-def _counts(live: list[Call], ended: dict[str, int]) -> dict[str, int]:
-    """Calls by state: the live ones as they are now, and the counts of the ended ones."""
-    running = sum(call.state is RUNNING for call in live)
-    return {PENDING: len(live) - running, RUNNING: running, **ended}
-
-
-def _any_running(live: list[Call]) -> bool:
-    return any(call.state is RUNNING for call in live)
-
-
-# region Tracker
+RECENT_CALLS = 200
+"""How many ended calls the tracker keeps to show (counts are kept for all)."""
 
 
 class _FanOut(threading.local):
@@ -438,7 +92,7 @@ class Tracker:
     @property
     def counts(self) -> dict[str, int]:
         """Every call of the session, by state."""
-        return _counts(list(self.live.values()), self.ended_counts)
+        return state_counts(list(self.live.values()), self.ended_counts)
 
     @property
     def busy(self) -> bool:
@@ -833,20 +487,15 @@ class Tracker:
             group.closed = True
 
 
+def _keep_failure(failures: list[tuple[Call, Failure]], call: Call, failure: Failure) -> None:
+    """Keep the failure of *call* among the `GROUP_FAILURES` of the earliest calls."""
+    failures.append((call, failure))
+    failures.sort(key=lambda kept: (kept[0].index is None, kept[0].index or 0, kept[0].id))
+    del failures[GROUP_FAILURES:]
+
+
 _GONE = Call(0, "", "", None)
 """Stands for a submitted call that ended before its task reported a start."""
-
-
-# region Futures
-
-
-def original_error(error: BaseException) -> BaseException:
-    """The user's exception behind daglite's `TaskError` wrapper."""
-    from daglite.exceptions import TaskError
-
-    if isinstance(error, TaskError) and error.__cause__ is not None:
-        return error.__cause__
-    return error
 
 
 def _cancel_backend_future(future: Future[Any]) -> bool:
@@ -854,151 +503,3 @@ def _cancel_backend_future(future: Future[Any]) -> bool:
     if isinstance(future, LiveFuture):  # its own cancel() comes here through `Tracker.cancel`
         return Future.cancel(future)
     return future.cancel()  # a backend's own cancel, e.g. the Dask backend's, which tells Dask
-
-
-WAKE_SECONDS = 0.1
-"""How often a cell that awaits futures wakes its event loop (see `wait_awake`)."""
-
-
-async def wait_awake(
-    futures: list[Future[Any]], timeout: float | None = None
-) -> tuple[set[Future[Any]], set[Future[Any]]]:
-    """`concurrent.futures.wait` for a cell with top-level `await`: `(done, pending)`.
-
-    The event loop wakes every `WAKE_SECONDS` while it waits: ipykernel turns the interrupt
-    of an awaiting cell into a callback that runs only when the loop next wakes up, so with
-    nothing else to wake it the interrupt would take effect only when a future finished.
-    """
-    wrapped = {asyncio.wrap_future(future): future for future in futures}
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    pending = set(wrapped)
-    while pending:
-        step = WAKE_SECONDS if deadline is None else min(WAKE_SECONDS, deadline - loop.time())
-        if step <= 0:
-            break
-        _, pending = await asyncio.wait(pending, timeout=step)
-    return {wrapped[f] for f in wrapped.keys() - pending}, {wrapped[f] for f in pending}
-
-
-async def _result_awake(future: Future[R]) -> R:
-    """Await *future*'s result, waking the event loop meanwhile (see `wait_awake`)."""
-    await wait_awake([future])
-    return future.result()
-
-
-class LiveFuture(Future, Generic[R]):  # type: ignore[type-arg]
-    """A `concurrent.futures.Future` that knows its task's state and shows it live.
-
-    On the backends that run calls in the kernel's process (inline, thread) it *is* the
-    backend's own Future, adopted (`adopt`): one Future per call, not two. Elsewhere it is made
-    for its call and gets the outcome when the call ends (`Tracker.settle`). Either way
-    `cancel()` cancels the backend's Future, and a failed task raises its own exception, not
-    daglite's `TaskError`. In a notebook it displays as a live status widget.
-    """
-
-    call: Call
-    tracker: Tracker
-
-    def __init__(self, call: Call, tracker: Tracker) -> None:
-        super().__init__()
-        self.call = call
-        self.tracker = tracker
-
-    @classmethod
-    def adopt(cls, future: Future[Any], call: Call, tracker: Tracker) -> LiveFuture[Any]:
-        """Turn the backend's plain *future* for *call* into its `LiveFuture`.
-
-        Only for calls that end (through daglite's hooks) before the backend resolves *future*,
-        so its state is final by the time `result()` returns.
-        """
-        future.__class__ = cls
-        adopted: LiveFuture[Any] = future  # type: ignore[assignment]
-        adopted.call = call
-        adopted.tracker = tracker
-        return adopted
-
-    @property
-    def state(self) -> str:
-        """pending, running, finished, failed or cancelled."""
-        return self.call.state
-
-    @property
-    def task_name(self) -> str:
-        """Name of the task (daglite's resolved name, once it started)."""
-        return self.call.name
-
-    @property
-    def backend(self) -> str:
-        """Name of the backend that runs it."""
-        return self.call.backend
-
-    @property
-    def worker(self) -> str | None:
-        """Thread name, process id or Dask worker that ran it, once it started."""
-        return self.call.worker
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds it has been running (or waiting, before it started)."""
-        return self.call.elapsed
-
-    def cancel(self) -> bool:
-        """Cancel the task if it has not started; return whether it was cancelled."""
-        return self.cancelled() or self.tracker.cancel(self.call)
-
-    def take_cancel(self) -> None:
-        """Become cancelled, as the call was (from `Tracker.settle` or `Tracker.close`)."""
-        Future.cancel(self)
-
-    def __await__(self) -> Any:
-        return _result_awake(self).__await__()
-
-    def __repr__(self) -> str:
-        return f"<LiveFuture {self.call.label} on {self.call.backend}: {self.call.state}>"
-
-    def _ipython_display_(self) -> None:
-        from daglite_nb.display import show
-
-        show(self.call, self.tracker)
-
-
-class LiveFutureGroup(Sequence[LiveFuture[R]]):
-    """The futures of one `dnb.map` fan-out, shown as one progress bar."""
-
-    def __init__(self, group: Group, futures: list[LiveFuture[R]]) -> None:
-        self.group = group
-        self._futures = futures
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._futures[index]
-
-    def __len__(self) -> int:
-        return len(self._futures)
-
-    def results(self, timeout: float | None = None) -> list[R]:
-        """Wait for every future and return their results in order (the first error raises)."""
-        return [future.result(timeout) for future in self._futures]
-
-    def __repr__(self) -> str:
-        return f"<LiveFutureGroup {self.group.label} × {len(self)} on {self.group.backend}>"
-
-    def _ipython_display_(self) -> None:
-        from daglite_nb.display import show
-
-        show(self.group)
-
-
-__all__ = [
-    "CANCELLED",
-    "FAILED",
-    "FINISHED",
-    "PENDING",
-    "RUNNING",
-    "Call",
-    "CancelledError",
-    "Group",
-    "LiveFuture",
-    "LiveFutureGroup",
-    "Tracker",
-]

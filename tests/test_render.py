@@ -8,8 +8,8 @@ from daglite_nb._text import Failure
 from daglite_nb._text import call_text
 from daglite_nb._text import safe_repr
 from daglite_nb.display import render
-from daglite_nb.tracking import Call
-from daglite_nb.tracking import Group
+from daglite_nb.model import Call
+from daglite_nb.model import Group
 
 EVIL = "<script>alert(1)</script>"
 

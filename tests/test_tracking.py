@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from daglite_nb._text import Failure
-from daglite_nb.tracking import LiveFuture
-from daglite_nb.tracking import LiveFutureGroup
+from daglite_nb.futures import LiveFuture
+from daglite_nb.futures import LiveFutureGroup
 from daglite_nb.tracking import Tracker
 
 

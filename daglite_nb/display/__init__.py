@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daglite_nb.tracking import Call
-from daglite_nb.tracking import Group
+from daglite_nb.model import Call
+from daglite_nb.model import Group
 from daglite_nb.tracking import Tracker
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import html
 
 from daglite_nb._text import Failure
-from daglite_nb.tracking import CANCELLED
-from daglite_nb.tracking import FAILED
-from daglite_nb.tracking import FINISHED
-from daglite_nb.tracking import PENDING
-from daglite_nb.tracking import RUNNING
-from daglite_nb.tracking import STATES
-from daglite_nb.tracking import Call
-from daglite_nb.tracking import Group
+from daglite_nb.model import CANCELLED
+from daglite_nb.model import FAILED
+from daglite_nb.model import FINISHED
+from daglite_nb.model import PENDING
+from daglite_nb.model import RUNNING
+from daglite_nb.model import STATES
+from daglite_nb.model import Call
+from daglite_nb.model import Group
 
 STYLE = {
     PENDING: ("○", "#6b7280"),

@@ -12,9 +12,9 @@ from IPython.display import update_display
 
 from daglite_nb.display import render
 from daglite_nb.display.flusher import flusher
-from daglite_nb.tracking import PENDING
-from daglite_nb.tracking import Call
-from daglite_nb.tracking import Group
+from daglite_nb.model import PENDING
+from daglite_nb.model import Call
+from daglite_nb.model import Group
 from daglite_nb.tracking import Tracker
 
 

@@ -1,0 +1,154 @@
+"""The futures that daglite-nb hands out: `LiveFuture` (`dnb.submit`) and `LiveFutureGroup`.
+
+No IPython here (they display through `daglite_nb.display`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Generic
+from typing import TypeVar
+
+from daglite_nb.model import Call
+from daglite_nb.model import Group
+
+if TYPE_CHECKING:
+    from daglite_nb.tracking import Tracker
+
+R = TypeVar("R")
+
+WAKE_SECONDS = 0.1
+"""How often a cell that awaits futures wakes its event loop (see `wait_awake`)."""
+
+
+async def wait_awake(
+    futures: list[Future[Any]], timeout: float | None = None
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """`concurrent.futures.wait` for a cell with top-level `await`: `(done, pending)`.
+
+    The event loop wakes every `WAKE_SECONDS` while it waits: ipykernel turns the interrupt
+    of an awaiting cell into a callback that runs only when the loop next wakes up, so with
+    nothing else to wake it the interrupt would take effect only when a future finished.
+    """
+    wrapped = {asyncio.wrap_future(future): future for future in futures}
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    pending = set(wrapped)
+    while pending:
+        step = WAKE_SECONDS if deadline is None else min(WAKE_SECONDS, deadline - loop.time())
+        if step <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=step)
+    return {wrapped[f] for f in wrapped.keys() - pending}, {wrapped[f] for f in pending}
+
+
+async def _result_awake(future: Future[R]) -> R:
+    """Await *future*'s result, waking the event loop meanwhile (see `wait_awake`)."""
+    await wait_awake([future])
+    return future.result()
+
+
+class LiveFuture(Future, Generic[R]):  # type: ignore[type-arg]
+    """A `concurrent.futures.Future` that knows its task's state and shows it live.
+
+    On the backends that run calls in the kernel's process (inline, thread) it *is* the
+    backend's own Future, adopted (`adopt`): one Future per call, not two. Elsewhere it is made
+    for its call and gets the outcome when the call ends (`Tracker.settle`). Either way
+    `cancel()` cancels the backend's Future, and a failed task raises its own exception, not
+    daglite's `TaskError`. In a notebook it displays as a live status widget.
+    """
+
+    call: Call
+    tracker: Tracker
+
+    def __init__(self, call: Call, tracker: Tracker) -> None:
+        super().__init__()
+        self.call = call
+        self.tracker = tracker
+
+    @classmethod
+    def adopt(cls, future: Future[Any], call: Call, tracker: Tracker) -> LiveFuture[Any]:
+        """Turn the backend's plain *future* for *call* into its `LiveFuture`.
+
+        Only for calls that end (through daglite's hooks) before the backend resolves *future*,
+        so its state is final by the time `result()` returns.
+        """
+        future.__class__ = cls
+        adopted: LiveFuture[Any] = future  # type: ignore[assignment]
+        adopted.call = call
+        adopted.tracker = tracker
+        return adopted
+
+    @property
+    def state(self) -> str:
+        """pending, running, finished, failed or cancelled."""
+        return self.call.state
+
+    @property
+    def task_name(self) -> str:
+        """Name of the task (daglite's resolved name, once it started)."""
+        return self.call.name
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs it."""
+        return self.call.backend
+
+    @property
+    def worker(self) -> str | None:
+        """Thread name, process id or Dask worker that ran it, once it started."""
+        return self.call.worker
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds it has been running (or waiting, before it started)."""
+        return self.call.elapsed
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started; return whether it was cancelled."""
+        return self.cancelled() or self.tracker.cancel(self.call)
+
+    def take_cancel(self) -> None:
+        """Become cancelled, as the call was (from `Tracker.settle` or `Tracker.close`)."""
+        Future.cancel(self)
+
+    def __await__(self) -> Any:
+        return _result_awake(self).__await__()
+
+    def __repr__(self) -> str:
+        return f"<LiveFuture {self.call.label} on {self.call.backend}: {self.call.state}>"
+
+    def _ipython_display_(self) -> None:
+        from daglite_nb.display import show
+
+        show(self.call, self.tracker)
+
+
+class LiveFutureGroup(Sequence[LiveFuture[R]]):
+    """The futures of one `dnb.map` fan-out, shown as one progress bar."""
+
+    def __init__(self, group: Group, futures: list[LiveFuture[R]]) -> None:
+        self.group = group
+        self._futures = futures
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._futures[index]
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def results(self, timeout: float | None = None) -> list[R]:
+        """Wait for every future and return their results in order (the first error raises)."""
+        return [future.result(timeout) for future in self._futures]
+
+    def __repr__(self) -> str:
+        return f"<LiveFutureGroup {self.group.label} × {len(self)} on {self.group.backend}>"
+
+    def _ipython_display_(self) -> None:
+        from daglite_nb.display import show
+
+        show(self.group)
