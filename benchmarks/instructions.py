@@ -2,7 +2,8 @@
 
 Timings on a shared 2-core machine vary by ±20 % from run to run; instruction counts far less.
 This script runs the same no-op tasks on the thread backend under valgrind's cachegrind (a
-`map_tasks`, and single submits: daglite's `Backend.submit` against `dnb.submit`), plain or
+`map_tasks`, single submits: daglite's `Backend.submit` against `dnb.submit`, and a `map_tasks`
+of tasks that print one line each, to the process's stream or captured per call), plain or
 live, and prints the instructions per task of each and their ratios. Every run opens both a
 plain daglite session (in a context of its own, as `live_futures.py` does in a kernel) and a
 daglite-nb session, so both sides run with the same modules and the same heap; only the context
@@ -34,6 +35,11 @@ from daglite.backends.manager import BackendManager
 def noop(x):
     return x
 
+@task
+def talk(x):
+    print("task", x, "did its part")
+    return x
+
 way, what, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
 plain = contextvars.Context()
 plain.run(daglite.session(backend="thread").__enter__)
@@ -47,13 +53,26 @@ def plain_submit(n):
 def live_submit(n):
     wait([dnb.submit(noop, i) for i in range(n)])
 
-run = (lambda n: map_tasks(noop, range(n))) if what == "map" else (
-    plain_submit if way == "plain" else live_submit
-)
+def plain_stream(run, n):
+    # plain daglite writes to the process's stream itself (daglite-nb's wrapper taken off)
+    wrapper = sys.stdout
+    sys.stdout = wrapper.stream
+    try:
+        run(n)
+    finally:
+        sys.stdout = wrapper
+
+runs = {
+    "map": lambda n: map_tasks(noop, range(n)),
+    "print": lambda n: map_tasks(talk, range(n)),
+    "submit": plain_submit if way == "plain" else live_submit,
+}
+run = runs[what]
 context = plain if way == "plain" else live
-context.run(run, 50)  # warm: the pool's threads, the task's first call
+go = (lambda n: plain_stream(run, n)) if way == "plain" else run
+context.run(go, 50)  # warm: the pool's threads, the task's first call
 if tasks:
-    context.run(run, tasks)
+    context.run(go, tasks)
 """
 
 
@@ -73,7 +92,8 @@ def instructions(way: str, what: str, tasks: int) -> int:
             str(tasks),
         ],
         env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in every run
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
         check=True,
     )
@@ -94,6 +114,7 @@ def main() -> None:
     for what, plain_label, live_label in [
         ("map", "map_tasks, plain daglite.session", "map_tasks, daglite-nb session"),
         ("submit", "Backend.submit (daglite)", "dnb.submit"),
+        ("print", "map_tasks printing, plain", "map_tasks printing, captured"),
     ]:
         plain: list[float] = []
         live: list[float] = []

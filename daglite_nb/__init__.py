@@ -59,6 +59,8 @@ def start(backend: str | None = None, **options: Any) -> NotebookSession:
         backend: Default backend name or alias (default `"thread"`).
         **options: `cache_store`, `dataset_store` (paths), `max_threads`, `max_processes`
             (positive integers), `progress` (show map progress bars, default `True`),
+            `echo_output` (echo what tasks print into their cell, each line labelled with its
+            call; default: when `progress` is off),
             `plugins` (daglite plugin instances for this session, as `daglite.session` takes),
             `process_start_method` (`"fork"`, `"spawn"` or `"forkserver"`: how process workers
             start; default: daglite's choice for the platform), and for the Dask backend

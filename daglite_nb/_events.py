@@ -10,19 +10,26 @@ reporter, and the kernel's plugin hands the reports to the tracker.
 A session backend runs each submitted call as its `Call` (see `daglite_nb.model.Call`), which
 tells the hooks which submitted call a task is (the `current_call` context variable). A call sent
 to another process travels as a `RemoteCarrier`: its task and its id.
+
+What a submitted call prints or logs goes to it (see `daglite_nb._output`): in the kernel to the
+tracker directly; on a worker as reports, sent before the report of the call's end. Records of
+daglite's task logger travel as daglite's own log events, marked with the call's id.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
 
+from daglite.logging.core import LOGGER_EVENT
 from daglite.plugins.hooks.markers import hook_impl
 
 from daglite_nb import _daglite
+from daglite_nb import _output
 from daglite_nb._text import Failure
 from daglite_nb.model import Call
 from daglite_nb.model import current_call
@@ -55,6 +62,7 @@ class NotebookEvents:
         self.kernel_pid = os.getpid()
         self.tracker: Tracker | None = None
         self.session: Any = None
+        _output.install(_write)
 
     def forget_kernel(self) -> None:
         """In a process forked from the kernel: see nothing (its workers have their own)."""
@@ -78,6 +86,7 @@ class NotebookEvents:
     def register_event_handlers(self, registry: Any) -> None:
         """Hand the workers' reports to the tracker (daglite calls this for every session)."""
         registry.register(EVENT, self._on_report)
+        registry.register(LOGGER_EVENT, self._on_log)
 
     def _on_report(self, event_type: Any, report: tuple[Any, ...]) -> None:
         tracker = self.tracker
@@ -99,6 +108,32 @@ class NotebookEvents:
             tracker.retried(task_id, link, rest[0])
         elif kind == "iterated":
             tracker.iterated(task_id, link, rest[0])
+        elif kind == _output.OUTPUT_EVENT:
+            tracker.reported_output(link, *rest)
+
+    def _on_log(self, event_type: Any, event: dict[str, Any]) -> None:
+        """A record of daglite's task logger, from a worker: to its call, if it is enabled.
+
+        As for a record that a task logs in the kernel: its logger's level here decides
+        (`WARNING` unless the notebook configured logging), and it reads as the first handler
+        of the root logger formats it (as Python's last-resort handler does, without one).
+        """
+        tracker = self.tracker
+        extra = event.get("extra") or {}
+        call_id = extra.get("daglite_nb_call")
+        level = logging.getLevelName(event.get("level", "INFO"))
+        logger = logging.getLogger(event.get("name"))
+        if tracker is None or call_id is None or not logger.isEnabledFor(level):
+            return
+        message = event.get("message", "")
+        if event.get("exc_info"):
+            message = f"{message}\n{event['exc_info']}"
+        fields = {"name": logger.name, "levelname": event.get("level"), "levelno": level}
+        record = logging.makeLogRecord({**extra, **fields, "msg": message, "args": ()})
+        handlers = logging.getLogger().handlers
+        handler = handlers[0] if handlers else logging.lastResort
+        formatter = (handler.formatter if handler is not None else None) or logging.Formatter()
+        tracker.reported_output(call_id, formatter.format(record) + "\n", 0)
 
     # region daglite's worker-side hooks, in the kernel
 
@@ -182,6 +217,8 @@ class WorkerEvents:
 
     def __init__(self, kernel_pid: int | None) -> None:
         self.kernel_pid = kernel_pid
+        _output.install(_write)
+        _output.add_call_to_records(before=worker_output.send)
 
     def to_config(self) -> dict[str, Any]:  # noqa: D102
         return {"kernel_pid": self.kernel_pid}
@@ -212,13 +249,17 @@ class WorkerEvents:
 
     @hook_impl
     def after_node_execute(self, metadata: Any, reporter: Any) -> None:
-        """A task call returned."""
-        _report(reporter, ("finished", metadata.id, _link_id()))
+        """A task call returned (what its call wrote goes first)."""
+        link = _link_id()
+        worker_output.send(link)
+        _report(reporter, ("finished", metadata.id, link))
 
     @hook_impl
     def on_node_error(self, metadata: Any, error: Any, reporter: Any) -> None:
-        """A task call failed, after any retries."""
-        _report(reporter, ("failed", metadata.id, _link_id(), Failure.of(error)))
+        """A task call failed, after any retries (what its call wrote goes first)."""
+        link = _link_id()
+        worker_output.send(link)
+        _report(reporter, ("failed", metadata.id, link, Failure.of(error)))
 
     def _report_start(self, metadata: Any, reporter: Any, cached: bool) -> None:
         task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
@@ -240,6 +281,18 @@ def _worker_name() -> str:
 def _report(reporter: Any, report: tuple[Any, ...]) -> None:
     if reporter is not None:
         reporter.report(EVENT, report)
+
+
+worker_output = _output.WorkerOutput(EVENT)
+"""What the calls of this worker process wrote and did not send yet."""
+
+
+def _write(link: Call | int, text: str) -> bool:
+    """Where a submitted call's write goes (see `daglite_nb._output.TaskStream`)."""
+    if isinstance(link, int):
+        return worker_output.write(link, text)
+    tracker = link.tracker
+    return tracker is not None and tracker.wrote(link, text)
 
 
 _events: NotebookEvents | None = None
@@ -269,11 +322,7 @@ class RemoteCarrier:
         self.call_id = call_id
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
-        token = current_call.set(self.call_id)
-        try:
-            return self.func(*args, **kwargs)
-        finally:
-            current_call.reset(token)
+        return run_as(self.call_id, self.func, *args, **kwargs)
 
 
 def unwrap(func: Callable[..., Any]) -> tuple[Callable[..., Any], int | None]:
@@ -305,9 +354,14 @@ class _Reported(NamedTuple):
 
 
 def run_as(call_id: int | None, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run `func(*args, **kwargs)` on a worker as the call *call_id* (see `current_call`)."""
+    """Run `func(*args, **kwargs)` on a worker as the call *call_id* (see `current_call`).
+
+    What the call wrote after its task's hooks (or without them) is sent as it returns.
+    """
     token = current_call.set(call_id)
     try:
         return func(*args, **kwargs)
     finally:
         current_call.reset(token)
+        if call_id is not None:
+            worker_output.send(call_id)

@@ -26,6 +26,7 @@ class SessionOptions:
     max_threads: int | None = None
     max_processes: int | None = None
     progress: bool = True
+    echo_output: bool | None = None
     plugins: tuple[Any, ...] = ()
     process_start_method: str | None = None
     dask_address: str | None = None
@@ -65,8 +66,10 @@ class SessionOptions:
             value = getattr(options, name)
             if value is not None and not isinstance(value, str):
                 raise UsageError(f"{name} must be a string, got {excerpt(value)}.")
-        if not isinstance(options.progress, bool):
-            raise UsageError(f"progress must be True or False, got {excerpt(options.progress)}.")
+        for name in ("progress", "echo_output"):
+            value = getattr(options, name)
+            if value is not None and not isinstance(value, bool):
+                raise UsageError(f"{name} must be True or False, got {excerpt(value)}.")
         methods = multiprocessing.get_all_start_methods()
         if options.process_start_method not in (None, *methods):
             raise UsageError(

@@ -108,6 +108,12 @@ class LiveFuture(Future, Generic[R]):  # type: ignore[type-arg]
         """Seconds it has been running (or waiting, before it started)."""
         return self.call.elapsed
 
+    @property
+    def output(self) -> str:
+        """What the task printed and logged so far: its newest lines (see `docs/task-output.md`)."""
+        output = self.call.output
+        return "" if output is None else output.text()
+
     def cancel(self) -> bool:
         """Cancel the task if it has not started; return whether it was cancelled."""
         return self.cancelled() or self.tracker.cancel(self.call)

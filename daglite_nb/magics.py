@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not show a progress bar for map_tasks calls",
     )
+    start.add_argument(
+        "--echo-output",
+        action=argparse.BooleanOptionalAction,
+        help="echo what tasks print into their cell, labelled (default: when there is no progress)",
+    )
 
     use = commands.add_parser("use", help="switch the session's default backend")
     use.add_argument("name", help="backend name or alias (see %%daglite backends)")
@@ -188,6 +193,7 @@ class DagliteMagics(Magics):
             max_threads=args.max_threads,
             max_processes=args.max_processes,
             progress=args.progress,
+            echo_output=args.echo_output,
             process_start_method=args.process_start_method,
             dask_address=args.dask_address,
             dask_workers=args.dask_workers,

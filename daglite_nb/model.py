@@ -27,6 +27,7 @@ from daglite_nb._text import Failure
 from daglite_nb._text import result_text
 
 if TYPE_CHECKING:
+    from daglite_nb._output import Output
     from daglite_nb.futures import LiveFuture
     from daglite_nb.tracking import Tracker
 
@@ -76,6 +77,7 @@ class Call:
         outcome: A finished call's result as text (calls submitted one by one).
         failure: A failed call's error as text.
         reason: Why a call was cancelled, when not by a plain `cancel()`.
+        output: What the call printed and logged (bounded, see `daglite_nb._output`), if any.
         future: While the call has not ended: the backend's Future, which cancels it.
         live_future: A call submitted with `dnb.submit` to a backend elsewhere: the caller's
             `LiveFuture`, which gets the outcome when the call ends.
@@ -109,6 +111,7 @@ class Call:
         "outcome",
         "failure",
         "reason",
+        "output",
         "future",
         "live_future",
         "children",
@@ -149,6 +152,7 @@ class Call:
         self.outcome: str | None = None
         self.failure: Failure | None = None
         self.reason: str | None = None
+        self.output: Output | None = None
         self.future: Future[Any] | None = None
         self.live_future: LiveFuture[Any] | None = None
         self.children: dict[str, Group] | None = None

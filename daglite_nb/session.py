@@ -95,6 +95,9 @@ class NotebookSession:
         self.session_id = uuid.uuid4().hex[:8]
         self._lock = threading.RLock()
         self.tracker = Tracker(on_show=_show if options.progress else None)
+        self._echo = _echo(options)
+        if self._echo is not None:
+            self.tracker.echo = self._echo.lines
         self._last_callable: tuple[Any, Any, str] = (None, None, "")
         self._closed = False
         self._opened_at = time.monotonic()
@@ -313,6 +316,8 @@ class NotebookSession:
         """
         _daglite.apply_session(self._daglite, self._manager)
         self.tracker.cell = cell
+        if self._echo is not None:
+            self._echo.cell_started(cell)
         if _daglite.sync_plugins(self._daglite):
             self._refresh_worker_contexts()
         self.adopt_backends()
@@ -323,7 +328,10 @@ class NotebookSession:
 
     def cell_ended(self) -> None:
         """The current cell ended: its fan-outs are complete."""
-        self.tracker.cell_ended()
+        tracker = self.tracker
+        if self._echo is not None:
+            self._echo.cell_ended(any(c.cell == tracker.cell for c in list(tracker.live.values())))
+        tracker.cell_ended()
 
     # region Status and teardown
 
@@ -405,6 +413,16 @@ def _show(unit: Call | Group) -> None:
         from daglite_nb.display import show
 
         show(unit)
+
+
+def _echo(options: SessionOptions) -> Any:
+    """The echo of the calls' output into their cells, if the options ask for it (in IPython)."""
+    echo = options.echo_output if options.echo_output is not None else not options.progress
+    if not echo or get_ipython() is None:
+        return None
+    from daglite_nb.display.echo import Echo
+
+    return Echo()
 
 
 def _flush_widgets() -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from daglite_nb._output import Budget
+from daglite_nb._output import Output
 from daglite_nb._text import Failure
 from daglite_nb._text import result_text
 from daglite_nb.futures import LiveFuture
@@ -86,6 +88,10 @@ class Tracker:
         self._fan_out = _FanOut()
         self.closed: str | None = None
         """Why the tracker stopped taking calls (the session ended), once it did."""
+        self.budget = Budget()
+        """What the outputs of the session's calls may still keep."""
+        self.echo: Callable[[Call, list[str]], None] | None = None
+        """Called with each call and the lines of output it ended, to echo them in its cell."""
 
     # region Reading
 
@@ -390,6 +396,8 @@ class Tracker:
                     _keep_failure(group.failures, call, failure)
                 if reason is not None and group.reason is None:
                     group.reason = reason
+        if call.output is not None:
+            self._echo(call, call.output.close())
         return True
 
     def settle(self, call: Call, future: Future[Any]) -> None:
@@ -417,6 +425,35 @@ class Tracker:
             self.ended(call, FAILED, failure=Failure.of(own))
             if live_future is not None:
                 live_future.set_exception(own)
+
+    # region Output
+
+    def wrote(self, call: Call, text: str) -> bool:
+        """*call*, running in the kernel, wrote *text* (see `daglite_nb._output.TaskStream`)."""
+        lines = (call.output or self._output_of(call)).write(text)
+        if lines and self.echo is not None:
+            self.echo(call, lines)
+        return True
+
+    def reported_output(self, call_id: int, text: str, skipped: int) -> None:
+        """A worker sent *text* that the call *call_id* wrote, after *skipped* lines."""
+        call = self.live.get(call_id)
+        if call is not None:
+            self._echo(call, self._output_of(call).add(text, skipped))
+
+    def _output_of(self, call: Call) -> Output:
+        output = call.output
+        if output is None:
+            with self.lock:
+                output = call.output
+                if output is None:
+                    output = call.output = Output(self.budget)
+        return output
+
+    def _echo(self, call: Call, lines: list[str]) -> None:
+        echo = self.echo
+        if lines and echo is not None:
+            echo(call, lines)
 
     # region Workflows
 

@@ -111,6 +111,8 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
         self.comm_log: list[dict[str, Any]] = []
+        self.iopub: list[dict[str, Any]] = []
+        """Every iopub message read so far, whichever cell it belongs to."""
         self.pid = int(self.eval("__import__('os').getpid()"))
 
     # region Cells
@@ -132,7 +134,7 @@ class Kernel:
                 msg = self.client.get_iopub_msg(timeout=remaining)
             except queue.Empty:
                 continue
-            self._log_comm(msg)
+            self._log(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
@@ -196,7 +198,7 @@ class Kernel:
             if remaining <= 0:
                 raise AssertionError(f"no update of widget {model_id} met the condition in time")
             try:
-                self._log_comm(self.client.get_iopub_msg(timeout=remaining))
+                self._log(self.client.get_iopub_msg(timeout=remaining))
             except queue.Empty:
                 pass
 
@@ -207,7 +209,7 @@ class Kernel:
                 msg = self.client.get_iopub_msg(timeout=remaining)
             except queue.Empty:
                 return
-            self._log_comm(msg)
+            self._log(msg)
             if condition(msg):
                 return
 
@@ -221,7 +223,27 @@ class Kernel:
             and (m["data"].get("method") == "update" or "target_name" in m)
         ]
 
-    def _log_comm(self, msg: dict[str, Any]) -> None:
+    def wait_for_message(
+        self, condition: Callable[[dict[str, Any]], Any], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Read iopub until some message (of any cell, read before or now) meets *condition*."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for msg in self.iopub[seen:]:
+                if condition(msg):
+                    return msg
+            seen = len(self.iopub)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no iopub message met the condition in time")
+            try:
+                self._log(self.client.get_iopub_msg(timeout=remaining))
+            except queue.Empty:
+                pass
+
+    def _log(self, msg: dict[str, Any]) -> None:
+        self.iopub.append(msg)
         if msg["msg_type"] in ("comm_msg", "comm_open"):
             self.comm_log.append(msg["content"])
 

@@ -30,7 +30,8 @@ BROWSER_ARGS = [
 CELLS = [
     "%load_ext daglite_nb\n%daglite start --max-threads 2",
     "import time\nimport daglite_nb as dnb\nfrom daglite import task\n\n"
-    "@task\ndef slow_square(x):\n    time.sleep(0.3)\n    return x * x\n\n"
+    "@task\ndef slow_square(x):\n    time.sleep(0.3)\n    print('squaring', x)\n"
+    "    return x * x\n\n"
     "@task\ndef boom(message):\n    raise ValueError(message)",
     "%daglite panel",
     "fut = %daglite submit slow_square(3)\nfut",
@@ -115,8 +116,15 @@ def test_panel_and_widgets_in_jupyterlab(lab):
             timeout=30_000
         )
 
+        # A future's output folds open on click; the panel shows the output of a picked call.
+        future = notebook.locator(".jp-CodeCell").nth(CELLS.index(CELLS[3]))
+        future.locator(".jupyter-widget-Collapse-header:has-text('output · 1 line')").click()
+        future.locator("pre.daglite-nb-output:has-text('squaring 3')").wait_for(timeout=30_000)
+        notebook.get_by_label("output of").select_option("slow_square(3)")
+        notebook.locator(".widget-html pre:has-text('squaring 3')").nth(1).wait_for(timeout=30_000)
+
         # Pick another backend in the panel's dropdown; the kernel's session follows.
-        notebook.locator(".widget-dropdown select").select_option("inline")
+        notebook.get_by_label("backend").select_option("inline")
         last_cell = notebook.locator(".jp-CodeCell").nth(len(CELLS) - 1)
         last_cell.locator(".jp-InputArea-editor").click()
         page.keyboard.press("Shift+Enter")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import re
 
+from daglite_nb._output import Output
 from daglite_nb._text import Failure
 from daglite_nb._text import call_text
 from daglite_nb._text import safe_repr
@@ -70,13 +72,37 @@ def test_a_group_shows_each_outcome_apart():
 
 def test_html_escapes_every_piece_of_user_data():
     failed = _call("failed", failure=Failure(EVIL, EVIL, EVIL + "more"), ended=1.0)
-    for html in (render.call_live_html(failed), render.call_static_html(failed)):
-        assert "<script" not in html and "&lt;script&gt;" in html
+    for shown in (render.call_live_html(failed), render.call_static_html(failed)):
+        assert "<script" not in shown and "&lt;script&gt;" in shown
     table = render.panel_table_html([failed])
     assert "<script" not in table and "[3]" in table
     details = render.panel_details_html({EVIL: {"dashboard": "http://127.0.0.1:1/", "x": EVIL}})
     assert "<script" not in details and '<a href="http://127.0.0.1:1/"' in details
     assert "<a" not in render.panel_details_html({"x": {"link": "javascript:alert(1)"}})
+
+
+def _output(text):
+    output = Output()
+    output.write(text)
+    return output
+
+
+def test_what_a_call_wrote_is_part_of_its_saved_outcome_escaped():
+    done = _call(outcome="49", ended=1.0, output=_output(f"said {EVIL}\n"))
+    assert render.call_text(done).endswith(f"finished → 49>\nsaid {EVIL}")
+    static = render.call_static_html(done)
+    assert "output · 1 line" in static and f"said {html.escape(EVIL)}" in static
+    assert "<script" not in static + render.output_html(done.output)
+    assert "no output" in render.output_html(None)
+
+
+def test_a_groups_failures_carry_their_calls_output():
+    group = _group({"finished": 1, "failed": 1})
+    failed = _call("failed", failure=Failure("ValueError: bad", "tb", "tb"), ended=1.0)
+    failed.output = _output("before failing\n")
+    group.failures.append((failed, failed.failure))
+    for rendered in (render.group_live_html(group), render.group_static_html(group)):
+        assert "before failing" in rendered and "output · 1 line" in rendered
 
 
 def test_a_failure_shows_the_user_s_frames_and_keeps_the_whole_traceback():

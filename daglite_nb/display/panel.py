@@ -47,6 +47,10 @@ class Panel:
         self.details = widgets.HTML()
         self.counts = widgets.HTML()
         self.table = widgets.HTML()
+        self.picked = widgets.Dropdown(
+            description="output of", options=[], value=None, layout={"width": "360px"}
+        )
+        self.picked_output = widgets.HTML()
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.header, self.backend, self.error]),
@@ -56,10 +60,13 @@ class Panel:
                 self.details,
                 self.counts,
                 self.table,
+                self.picked,
+                self.picked_output,
             ],
             layout={"border": "1px solid #d1d5db", "padding": "6px"},
         )
         self.backend.observe(self._picked, names="value")
+        self.picked.observe(lambda _: self.changed(), names="value")
         session.listeners.append(self.changed)
         self._sync_backends()
         self.refresh()
@@ -79,6 +86,7 @@ class Panel:
             self.counts.value = render.panel_counts_html({})
             self.table.value = render.panel_table_html([])
             self.details.value = ""
+            self._show_picked([])
             status_backend = None
         else:
             status = current.status()
@@ -86,13 +94,28 @@ class Panel:
             self.details.value = render.panel_details_html(status.details)
             tracker = current.tracker
             self.counts.value = render.panel_counts_html(tracker.counts)
-            self.table.value = render.panel_table_html(tracker.latest(TABLE_ROWS))
+            latest = tracker.latest(TABLE_ROWS)
+            self.table.value = render.panel_table_html(latest)
+            self._show_picked(latest)
             status_backend = current.backend
         self._show_backend(status_backend)
         for button in (self.stop, self.restart, self.cancel):
             button.disabled = current is None
         self.start.disabled = current is not None
         return current is not None and current.tracker.busy
+
+    def _show_picked(self, calls: list[Any]) -> None:
+        """Offer the recent calls to pick; show what the picked one printed and logged."""
+        options = [(call.label, call.id) for call in calls]
+        if list(self.picked.options) != options:
+            picked = self.picked.value
+            with self._quietly():
+                self.picked.options = options
+                self.picked.value = picked if picked in {i for _, i in options} else None
+        call = next((c for c in calls if c.id == self.picked.value), None)
+        value = render.panel_output_html(call)
+        if value != self.picked_output.value:
+            self.picked_output.value = value
 
     def _bind(self, current: session.NotebookSession | None) -> None:
         """Follow the tracker of the session that is open now (sessions come and go)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 
+from daglite_nb._output import Output
 from daglite_nb._text import Failure
 from daglite_nb.model import CANCELLED
 from daglite_nb.model import FAILED
@@ -66,7 +67,10 @@ def _muted(text: str) -> str:
 def call_text(call: Call) -> str:
     """The plain-text fallback of a call: what it is; once it ended, its outcome too."""
     head = f"<{_call_kind(call)} {call.label} on {call.backend}"
-    return f"{head}: {_call_outcome(call)}>" if ended(call) else f"{head}>"
+    if not ended(call):
+        return f"{head}>"
+    output = "" if call.output is None else "\n" + call.output.text()
+    return f"{head}: {_call_outcome(call)}>{output}"
 
 
 def ended(unit: Call | Group) -> bool:
@@ -128,21 +132,24 @@ def _call_html(call: Call, live: bool) -> str:
         f"{_muted(' · '.join(facts))}{_call_end_html(call, live)}"
     )
     nested = nested_html(call.children, live)
-    return f'<div class="daglite-nb-future">{line}{nested}</div>'
+    output = "" if live or call.state == FAILED else output_details(call.output)
+    return f'<div class="daglite-nb-future">{line}{nested}{output}</div>'
 
 
 def _call_end_html(call: Call, live: bool) -> str:
     if call.state == FINISHED and call.outcome is not None:
         return f" → <code>{html.escape(call.outcome)}</code>"
     if call.state == FAILED and call.failure is not None:
-        return failure_details(call.failure, full=live)
+        return failure_details(call.failure, full=live, output=None if live else call.output)
     if call.state == CANCELLED and call.reason:
         return " " + _muted(html.escape(call.reason))
     return ""
 
 
-def failure_details(failure: Failure, full: bool = True, call: str | None = None) -> str:
-    """The exception in one line; the user's frames fold open on click.
+def failure_details(
+    failure: Failure, full: bool = True, call: str | None = None, output: Output | None = None
+) -> str:
+    """The exception in one line; the user's frames (and what the call wrote) fold open on click.
 
     With *full*, the whole traceback folds open below them; static fallbacks leave it out (its
     paths are those of the machine that ran it). A failure in a fan-out says which *call* it is.
@@ -158,8 +165,32 @@ def failure_details(failure: Failure, full: bool = True, call: str | None = None
     )
     return (
         f'<details><summary style="color:{STYLE[FAILED][1]}">{summary}</summary>'
-        f"{pre}{own}</pre>{whole}</details>"
+        f"{pre}{own}</pre>{whole}{output_details(output)}</details>"
     )
+
+
+def output_title(output: Output) -> str:
+    """What a fold of a call's output says: how many lines it holds."""
+    lines = output.count + bool(output.partial)
+    return f"output · {lines} {'line' if lines == 1 else 'lines'}"
+
+
+def output_html(output: Output | None) -> str:
+    """What a call printed and logged (its newest lines), as preformatted text."""
+    if output is None:
+        return _muted("<i>no output</i>")
+    return (
+        '<pre class="daglite-nb-output" style="font-size:11px;white-space:pre-wrap;'
+        f'margin:2px 0;max-height:20em;overflow:auto">{html.escape(output.text())}</pre>'
+    )
+
+
+def output_details(output: Output | None) -> str:
+    """A call's output, folded (nothing if it wrote nothing)."""
+    if output is None:
+        return ""
+    summary = f'<summary style="color:{MUTED};font-size:11px">{output_title(output)}</summary>'
+    return f"<details>{summary}{output_html(output)}</details>"
 
 
 # region Groups
@@ -233,7 +264,8 @@ def _group_html(group: Group, live: bool) -> str:
     if group.reason:
         head += " " + _muted(html.escape(group.reason))
     failures = "".join(
-        failure_details(failure, full=live, call=call.label) for call, failure in group.failures
+        failure_details(failure, full=live, call=call.label, output=call.output)
+        for call, failure in group.failures
     )
     nested = nested_html(group.children, live)
     return f'<div class="daglite-nb-group">{head}{failures}{nested}</div>'
@@ -335,6 +367,14 @@ def panel_table_html(calls: list[Call]) -> str:
         for c in calls
     )
     return f'<table style="font-size:12px"><tr>{head}</tr>{rows}</table>'
+
+
+def panel_output_html(call: Call | None) -> str:
+    """The output of the call picked in the panel."""
+    if call is None:
+        return ""
+    head = f"{state_badge(call.state)} <code>{html.escape(call.label)}</code>"
+    return f'<div style="font-size:12px">{head}{output_html(call.output)}</div>'
 
 
 def panel_text(state: str, backend: str | None) -> str:

@@ -21,6 +21,8 @@ from daglite_nb.tracking import Tracker
 class UnitView:
     """One shown call (with a cancel button while it waits, if it can be cancelled) or group.
 
+    A call's view gets a folded output area once the call writes something (its newest lines).
+
     It is displayed with a display id. While its call or group is live, the flusher refreshes
     it; when it ended, its last refresh also replaces the output's static fallbacks (text and
     HTML) with the final ones, so a saved notebook, an export or a viewer without widgets shows
@@ -39,6 +41,10 @@ class UnitView:
             self.cancel.layout.width = "auto"
             self.cancel.on_click(lambda _: tracker.cancel(unit))  # type: ignore[arg-type]
             self.widget = widgets.HBox([self.line, self.cancel])
+        self.output: widgets.Accordion | None = None
+        self.output_text: widgets.HTML | None = None
+        if isinstance(unit, Call):
+            self.widget = widgets.VBox([self.widget])
         self.display_id = uuid.uuid4().hex
         self._context = contextvars.copy_context()
         self._show_cancel()
@@ -67,6 +73,7 @@ class UnitView:
         if value != self.line.value:
             self.line.value = value
         self._show_cancel()
+        self._show_output()
         if not self._ended():
             return True
         self._context.run(update_display, self.bundle(), raw=True, display_id=self.display_id)
@@ -81,6 +88,20 @@ class UnitView:
 
     def _ended(self) -> bool:
         return render.ended(self.unit)
+
+    def _show_output(self) -> None:
+        output = self.unit.output if isinstance(self.unit, Call) else None
+        if output is None:
+            return
+        if self.output is None:
+            self.output_text = widgets.HTML()
+            self.output = widgets.Accordion([self.output_text], selected_index=None)
+            self.widget.children += (self.output,)  # type: ignore[attr-defined]
+        value, title = render.output_html(output), render.output_title(output)
+        if value != self.output_text.value:  # type: ignore[union-attr]
+            self.output_text.value = value  # type: ignore[union-attr]
+        if self.output.titles != (title,):
+            self.output.titles = (title,)
 
     def _show_cancel(self) -> None:
         if self.cancel is not None:
