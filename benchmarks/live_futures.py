@@ -152,6 +152,13 @@ class Cells:
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 return json.loads(out)
 
+    def rounds(self, setup: str, one_round: str, rounds: int) -> None:
+        """Load daglite-nb, run *setup*, then *one_round* *rounds* times."""
+        self.run("%load_ext daglite_nb")
+        self.run(setup)
+        for _ in range(rounds):
+            self.run(one_round)
+
     def close(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
@@ -160,10 +167,7 @@ class Cells:
 def main() -> None:
     cells = Cells()
     try:
-        cells.run("%load_ext daglite_nb")
-        cells.run(SETUP)
-        for _ in range(ROUNDS):
-            cells.run(ROUND)
+        cells.rounds(SETUP, ROUND, ROUNDS)
         cells.run(SUMMARY)
         cells.drain(1.0)
         messages = cells.run(ONE_LIVE_MAP) + cells.drain(1.0)

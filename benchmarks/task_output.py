@@ -86,10 +86,7 @@ for name, (backend, func, n) in {RUNS!r}.items():
 def main() -> None:
     cells = Cells()
     try:
-        cells.run("%load_ext daglite_nb")
-        cells.run(SETUP)
-        for _ in range(ROUNDS):
-            cells.run(ROUND)
+        cells.rounds(SETUP, ROUND, ROUNDS)
         times = cells.value("times")
     finally:
         cells.close()
