@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Installed once, and again only when the project's requirements change.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,lab]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 env: $(VENV)/.installed
