@@ -6,6 +6,7 @@ No IPython here (they display through `daglite_nb.display`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -34,8 +35,8 @@ async def wait_awake(
     of an awaiting cell into a callback that runs only when the loop next wakes up, so with
     nothing else to wake it the interrupt would take effect only when a future finished.
     """
-    wrapped = {asyncio.wrap_future(future): future for future in futures}
     loop = asyncio.get_running_loop()
+    wrapped = {_waiter(future, loop): future for future in futures}
     deadline = None if timeout is None else loop.time() + timeout
     pending = set(wrapped)
     while pending:
@@ -44,6 +45,27 @@ async def wait_awake(
             break
         _, pending = await asyncio.wait(pending, timeout=step)
     return {wrapped[f] for f in wrapped.keys() - pending}, {wrapped[f] for f in pending}
+
+
+def _waiter(future: Future[Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """An asyncio future of *loop* that is done once *future* is.
+
+    It carries no outcome (so no "exception was never retrieved" when *future* failed), and
+    nothing done to it reaches *future*.
+    """
+    waiter = loop.create_future()
+
+    def wake(_: Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(_done, waiter)
+
+    future.add_done_callback(wake)
+    return waiter
+
+
+def _done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def _result_awake(future: Future[R]) -> R:

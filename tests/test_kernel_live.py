@@ -248,3 +248,17 @@ def test_final_state_is_sent_before_the_cell_ends(kernel):
         if "daglite-nb-group" in m["data"].get("state", {}).get("value", "")
     ]
     assert values and "<b>12/12</b> done" in values[-1], values
+
+
+def test_awaiting_failed_futures_leaves_no_unretrieved_exception_behind(kernel):
+    kernel.ok(TASKS)
+    kernel.ok("%daglite start")
+    waited = kernel.ok(
+        "futures = [dnb.submit(boom, f'bad {i}') for i in range(4)]\n"
+        "done, pending = await dnb.wait(futures)\n"
+        "print(len(done), len(pending))"
+    )
+    assert waited.stdout == "4 0\n"
+    collected = kernel.ok("import gc\ndel done, pending\ngc.collect()\nprint('collected')")
+    assert "never retrieved" not in waited.stderr + collected.stderr
+    assert collected.stdout == "collected\n"
