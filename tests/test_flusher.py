@@ -52,3 +52,22 @@ def test_a_view_that_raises_anything_is_dropped_and_the_flusher_goes_on():
     view = CountingView(live_for=3)
     flusher.add(view)
     assert view.done.wait(30)
+
+
+def test_a_view_added_again_while_it_refreshes_stays_live():
+    flusher = Flusher(interval=3600)
+
+    class AddedDuringItsRefresh(CountingView):
+        def refresh(self):
+            if self.refreshes == 0:
+                flusher.add(self)  # new work arrived while its last refresh ran
+            self.refreshes += 1
+            return False
+
+    view = AddedDuringItsRefresh(live_for=1)
+    flusher.add(view)
+    flusher.flush()
+    flusher.flush()
+    assert view.refreshes == 2
+    flusher.flush()
+    assert view.refreshes == 2

@@ -33,7 +33,9 @@ class Flusher:
 
     def __init__(self, interval: float = INTERVAL) -> None:
         self.interval = interval
-        self._views: dict[View, None] = {}
+        self._views: dict[View, int] = {}
+        """Live views, each with how many times it was added: a view added again while it was
+        being refreshed stays, even if that refresh said it was done."""
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._wake = threading.Event()
@@ -43,22 +45,23 @@ class Flusher:
     def add(self, view: View) -> None:
         """Refresh *view* from now on, until it reports that it is done."""
         with self._lock:
-            self._views[view] = None
+            self._views[view] = self._views.get(view, 0) + 1
         self._wake.set()
 
     def flush(self) -> None:
         """Refresh every live view now, in this thread."""
         with self._lock:
-            views = list(self._views)
+            views = dict(self._views)
         self._refresh(views)
 
-    def _refresh(self, views: list[View]) -> None:
+    def _refresh(self, views: dict[View, int]) -> None:
         with self._refreshing:  # the end-of-cell flush and the thread never interleave
             done = [view for view in views if not _refresh_one(view)]
         if done:
             with self._lock:
                 for view in done:
-                    self._views.pop(view, None)
+                    if self._views.get(view) == views[view]:  # not added again meanwhile
+                        del self._views[view]
 
     def _run(self) -> None:
         while True:
@@ -72,7 +75,7 @@ class Flusher:
         Its own frame, so that no view outlives its last refresh in a local variable.
         """
         with self._lock:
-            views = list(self._views)
+            views = dict(self._views)
             if not views:
                 self._wake.clear()
                 return False
