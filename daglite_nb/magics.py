@@ -30,6 +30,8 @@ from IPython.core.magic import magics_class
 from IPython.core.magic import needs_local_scope
 from IPython.core.magic import no_var_expand
 from IPython.utils.text import DollarFormatter
+from traitlets import Bool
+from traitlets import Unicode
 
 import daglite_nb
 from daglite_nb._text import excerpt
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress",
         dest="progress",
         action="store_false",
+        default=None,
         help="do not show a progress bar for map_tasks calls",
     )
     start.add_argument(
@@ -144,9 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 @magics_class
 class DagliteMagics(Magics):
-    """The `%daglite` line magic and `%%daglite` cell magic."""
+    """The `%daglite` line magic and `%%daglite` cell magic.
+
+    Its traits are the defaults of `%daglite start` and `dnb.start()` that people set once, with
+    `%config DagliteMagics.default_backend = "process"` or in an IPython profile.
+    """
 
     parser = build_parser()
+
+    default_backend = Unicode(
+        "thread", help="The session's default backend when a start names none."
+    ).tag(config=True)
+    progress = Bool(
+        True, help="Whether map_tasks calls show a progress bar when a start does not say."
+    ).tag(config=True)
 
     @line_cell_magic
     @no_var_expand

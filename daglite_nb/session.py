@@ -465,7 +465,7 @@ def require() -> NotebookSession:
 def start(**kwargs: Any) -> NotebookSession:
     """Open the kernel's session (see `daglite_nb.start`)."""
     global _current
-    options = SessionOptions.from_kwargs(**kwargs)
+    options = SessionOptions.from_kwargs(**_with_configured_defaults(kwargs))
     with _lock:
         if _current is not None:
             raise UsageError(
@@ -483,6 +483,16 @@ def start(**kwargs: Any) -> NotebookSession:
     session.enter_cell()
     changed()
     return session
+
+
+def _with_configured_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """*kwargs*, where they leave `backend` or `progress` out, with the `%config` defaults."""
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("DagliteMagics") if shell is not None else None
+    if magics is None:
+        return kwargs
+    defaults = {"backend": magics.default_backend, "progress": magics.progress}
+    return {**defaults, **{name: value for name, value in kwargs.items() if value is not None}}
 
 
 def stop(grace: float = STOP_GRACE_SECONDS) -> None:

@@ -104,9 +104,9 @@ class CellResult:
 class Kernel:
     """A running kernel and a client connected to it."""
 
-    def __init__(self, cwd: str | None = None) -> None:
+    def __init__(self, cwd: str | None = None, env: dict[str, str] | None = None) -> None:
         self.manager = KernelManager(kernel_name="python3")
-        self.manager.start_kernel(cwd=cwd)
+        self.manager.start_kernel(cwd=cwd, env={**os.environ, **(env or {})})
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from daglite_nb import session
 from daglite_nb.backends import registry
 from daglite_nb.display import render
+from daglite_nb.display import widgets_enabled
 from daglite_nb.display.flusher import flusher
 
 TABLE_ROWS = 10
@@ -66,7 +67,9 @@ class Panel:
             layout={"border": "1px solid #d1d5db", "padding": "6px"},
         )
         self.backend.observe(self._picked, names="value")
-        self.picked.observe(lambda _: self.changed(), names="value")
+        self._picked_call: int | None = None
+        """The id of the call the user picked in `picked` (the refresh restores it there)."""
+        self.picked.observe(self._picked_output_of, names="value")
         session.listeners.append(self.changed)
         self._sync_backends()
         self.refresh()
@@ -107,15 +110,21 @@ class Panel:
     def _show_picked(self, calls: list[Any]) -> None:
         """Offer the recent calls to pick; show what the picked one printed and logged."""
         options = [(call.label, call.id) for call in calls]
-        if list(self.picked.options) != options:
-            picked = self.picked.value
-            with self._quietly():
+        picked = self._picked_call if self._picked_call in {i for _, i in options} else None
+        with self._quietly():
+            if list(self.picked.options) != options:
                 self.picked.options = options
-                self.picked.value = picked if picked in {i for _, i in options} else None
-        call = next((c for c in calls if c.id == self.picked.value), None)
+            if self.picked.value != picked:
+                self.picked.value = picked
+        call = next((c for c in calls if c.id == picked), None)
         value = render.panel_output_html(call)
         if value != self.picked_output.value:
             self.picked_output.value = value
+
+    def _picked_output_of(self, change: dict[str, Any]) -> None:
+        if self._quiet_thread != threading.get_ident():
+            self._picked_call = change["new"]
+            self.changed()
 
     def _bind(self, current: session.NotebookSession | None) -> None:
         """Follow the tracker of the session that is open now (sessions come and go)."""
@@ -205,7 +214,7 @@ class Panel:
         current = session.current()
         state, backend = ("open", current.backend) if current else ("stopped", None)
         text = render.panel_text(state, backend)
-        data = self.widget._repr_mimebundle_()
+        data = self.widget._repr_mimebundle_() if widgets_enabled() else {}
         data["text/plain"] = text
         data["text/html"] = f"<code>{html.escape(text)}</code>"
         return data

@@ -1,4 +1,4 @@
-"""The live widget of a shown call or group, with the static fallbacks it leaves behind."""
+"""How a shown call or group is displayed: its live widget, and the static fallbacks it leaves."""
 
 from __future__ import annotations
 
@@ -18,19 +18,53 @@ from daglite_nb.model import Group
 from daglite_nb.tracking import Tracker
 
 
-class UnitView:
-    """One shown call (with a cancel button while it waits, if it can be cancelled) or group.
-
-    A call's view gets a folded output area once the call writes something (its newest lines).
+class StaticView:
+    """One shown call or group as text and HTML only, as a viewer without widgets sees it.
 
     It is displayed with a display id. While its call or group is live, the flusher refreshes
-    it; when it ended, its last refresh also replaces the output's static fallbacks (text and
-    HTML) with the final ones, so a saved notebook, an export or a viewer without widgets shows
-    the outcome. That update goes out in the context of the cell that displayed it.
+    it; when it ended, its last refresh replaces the output's static fallbacks (text and HTML)
+    with the final ones, so a saved notebook, an export or a viewer without widgets shows the
+    outcome. That update goes out in the context of the cell that displayed it.
+    """
+
+    def __init__(self, unit: Call | Group) -> None:
+        self.unit = unit
+        self.display_id = uuid.uuid4().hex
+        self._context = contextvars.copy_context()
+
+    def show(self) -> None:
+        """Display it in the current cell and keep it live."""
+        self._context = contextvars.copy_context()
+        display(self.bundle(), raw=True, display_id=self.display_id)
+        flusher().add(self)
+
+    def bundle(self) -> dict[str, Any]:
+        """The display bundle: the current static fallbacks."""
+        unit = self.unit
+        if isinstance(unit, Call):
+            text, static = render.call_text(unit), render.call_static_html(unit)
+        else:
+            text, static = render.group_text(unit), render.group_static_html(unit)
+        return {"text/plain": text, "text/html": static}
+
+    def refresh(self) -> bool:
+        """When the unit ended, leave its final fallbacks; return whether it is still live."""
+        if not render.ended(self.unit):
+            return True
+        self._context.run(update_display, self.bundle(), raw=True, display_id=self.display_id)
+        self._context = contextvars.Context()  # the cell's context held the session
+        return False
+
+
+class UnitView(StaticView):
+    """A `StaticView` with its live widget.
+
+    A call's widget has a cancel button while it waits (if it can be cancelled), and a folded
+    output area once the call writes something (its newest lines).
     """
 
     def __init__(self, unit: Call | Group, tracker: Tracker | None = None) -> None:
-        self.unit = unit
+        super().__init__(unit)
         self.line = widgets.HTML(self._live_html())
         self.cancel: widgets.Button | None = None
         self.widget: widgets.Widget = self.line
@@ -45,27 +79,11 @@ class UnitView:
         self.output_text: widgets.HTML | None = None
         if isinstance(unit, Call):
             self.widget = widgets.VBox([self.widget])
-        self.display_id = uuid.uuid4().hex
-        self._context = contextvars.copy_context()
         self._show_cancel()
-
-    def show(self) -> None:
-        """Display it in the current cell and keep it live."""
-        self._context = contextvars.copy_context()
-        display(self.bundle(), raw=True, display_id=self.display_id)
-        flusher().add(self)
 
     def bundle(self) -> dict[str, Any]:
         """The display bundle: the widget view and the current static fallbacks."""
-        unit = self.unit
-        if isinstance(unit, Call):
-            text, static = render.call_text(unit), render.call_static_html(unit)
-        else:
-            text, static = render.group_text(unit), render.group_static_html(unit)
-        data = self.widget._repr_mimebundle_()
-        data["text/plain"] = text
-        data["text/html"] = static
-        return data
+        return {**self.widget._repr_mimebundle_(), **super().bundle()}
 
     def refresh(self) -> bool:
         """Push what changed; when the unit ended, leave its final fallbacks; return if live."""
@@ -74,20 +92,13 @@ class UnitView:
             self.line.value = value
         self._show_cancel()
         self._show_output()
-        if not self._ended():
-            return True
-        self._context.run(update_display, self.bundle(), raw=True, display_id=self.display_id)
-        self._context = contextvars.Context()  # the cell's context held the session
-        return False
+        return super().refresh()
 
     def _live_html(self) -> str:
         unit = self.unit
         if isinstance(unit, Call):
             return render.call_live_html(unit)
         return render.group_live_html(unit)
-
-    def _ended(self) -> bool:
-        return render.ended(self.unit)
 
     def _show_output(self) -> None:
         output = self.unit.output if isinstance(self.unit, Call) else None
