@@ -124,13 +124,17 @@ class Output:
         lines = list(self.lines)
         if self.partial:
             lines.append(cut(self.partial))
-        more = self.more
-        head = [f"… {more} more {'line' if more == 1 else 'lines'}"] if more else []
-        return "\n".join(head + lines)
+        return tail_text(lines, self.more)
 
     def __del__(self) -> None:
         if self._budget is not None:
             self._budget.give(self._kept)
+
+
+def tail_text(lines: list[str], more: int) -> str:
+    """The newest *lines*, after a line that says how many *more* were written, if any."""
+    head = [f"… {more} more {'line' if more == 1 else 'lines'}"] if more else []
+    return "\n".join(head + lines)
 
 
 def cut(line: str) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
+import sys
 import threading
 
-import pytest
 from daglite.plugins.reporters import DirectEventReporter
 
 from daglite_nb import _output
@@ -96,15 +96,15 @@ def test_a_worker_sends_a_calls_output_before_its_end(monkeypatch):
     assert len(sent) == 1  # nothing new, nothing sent
 
 
-@pytest.mark.parametrize("stream", ["stdout", "stderr"])
-def test_install_wraps_the_standard_streams_once(monkeypatch, stream):
-    monkeypatch.setattr(f"sys.{stream}", io.StringIO())
+def test_install_wraps_the_standard_streams_once(monkeypatch):
+    originals = {name: io.StringIO() for name in ("stdout", "stderr")}
+    for name, stream in originals.items():
+        monkeypatch.setattr(sys, name, stream)
     _output.install(lambda link, text: False)
     _output.install(lambda link, text: False)
-    import sys
-
-    wrapped = getattr(sys, stream)
-    assert isinstance(wrapped, TaskStream) and not isinstance(wrapped.stream, TaskStream)
+    for name, stream in originals.items():
+        wrapped = getattr(sys, name)
+        assert isinstance(wrapped, TaskStream) and wrapped.stream is stream
 
 
 def test_writes_from_many_threads_into_one_call_lose_no_line():

@@ -18,6 +18,7 @@ from IPython.display import display
 from IPython.display import update_display
 
 from daglite_nb._output import cut
+from daglite_nb._output import tail_text
 from daglite_nb.display.flusher import flusher
 from daglite_nb.model import Call
 
@@ -54,9 +55,7 @@ class CellEcho:
                 return False
             self._shown = count = self._count
             lines = list(self._lines)
-        more = count - len(lines)
-        text = "\n".join(([f"… {more} more lines"] if more else []) + lines)
-        update = {"text/plain": text}
+        update = {"text/plain": tail_text(lines, count - len(lines))}
         self._context.copy().run(update_display, update, raw=True, display_id=self.display_id)
         return False
 
