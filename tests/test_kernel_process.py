@@ -27,6 +27,15 @@ def pid(x):
     return os.getpid()
 
 @task
+def meet(workers, round=0):
+    # Each call of a round waits until every worker holds one: they run on distinct workers.
+    arrive(f"meet{round}")
+    here = f"arrived-meet{round}-"
+    while len({f.split("-")[2] for f in os.listdir() if f.startswith(here)}) < workers:
+        _time.sleep(0.005)
+    return os.getpid()
+
+@task
 def crash(x):
     if x == 3:
         os._exit(7)
@@ -44,7 +53,7 @@ def _start_process_pool(kernel, workers=2, options=""):
     """Start a process session; return the pids of its workers (each runs a call at once)."""
     kernel.ok(GATE + TASKS)
     kernel.ok(f"%daglite start --backend process --max-processes {workers} {options}")
-    pids = set(kernel.eval(f"map_tasks(pid, range({4 * workers}))"))
+    pids = set(kernel.eval(f"map_tasks(meet, [{workers}] * {workers})"))
     assert len(pids) == workers and kernel.pid not in pids
     return pids
 
@@ -99,7 +108,7 @@ def test_a_worker_that_exits_costs_only_its_call(kernel):
     assert "WorkerLost" in error and "'crash[3]'" in error and "exited with code 7" in error
     # The pool replaced the worker by itself: the next map works, on a new process too.
     assert kernel.eval("map_tasks(body, range(3))") == [("old", 0), ("old", 1), ("old", 2)]
-    now = set(kernel.eval("map_tasks(pid, range(8))"))
+    now = set(kernel.eval("map_tasks(meet, [2, 2], [1, 1])"))
     assert len(now) == 2 and len(now - workers) == 1
 
 
