@@ -2,8 +2,9 @@
 
 Run: `.venv/bin/python benchmarks/dask_map.py` (needs the `dask` extra). It opens a daglite-nb
 session on a local cluster of two single-threaded workers, then runs the same fan-out of a
-trivial function on that cluster in alternating rounds, and prints the best and median time of
-each way and its ratio to plain `client.map` + `client.gather` of the function:
+trivial function on that cluster in alternating rounds, and prints the median and range of each
+way's wall time, this process's CPU time and the cluster's, and of its wall time's ratio to
+plain `client.map` + `client.gather` of the function in the same round:
 
 - `client.map` of the daglite task: plain Dask, but each call runs daglite's task machinery;
 - `map_tasks` on the dask backend: daglite's fan-out through daglite-nb (context, events,
@@ -25,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from _work import workers_cpu
 from daglite import map_tasks
 from daglite import task
 
@@ -68,10 +70,11 @@ def inc(x: int) -> int:
 inc_task = task(inc)
 
 
-def timed(func: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def timed(func: Callable[[], object]) -> tuple[float, float, float]:
+    """Run *func*; return its wall time, this process's CPU time and the cluster's."""
+    workers, started, cpu = workers_cpu(), time.perf_counter(), time.process_time()
     func()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu, workers_cpu() - workers
 
 
 def compare_fan_outs() -> None:
@@ -90,13 +93,17 @@ def compare_fan_outs() -> None:
         }
         for way in ways.values():  # warm up: imports, pickling caches, worker threads
             way()
-        times: dict[str, list[float]] = {name: [] for name in ways}
+        times: dict[str, list[tuple[float, ...]]] = {name: [] for name in ways}
         for _ in range(ROUNDS):
             for name, way in ways.items():
                 times[name].append(timed(way))
     finally:
         dnb.stop()
-    report(f"{N} tasks on {WORKERS} single-threaded workers, {ROUNDS} alternating rounds:", times)
+    report(
+        f"{N} tasks on {WORKERS} single-threaded workers, {ROUNDS} alternating rounds:",
+        times,
+        ("wall", "client CPU", "cluster CPU"),
+    )
 
 
 def start_time(code: str) -> float:
@@ -107,21 +114,33 @@ def start_time(code: str) -> float:
 
 def compare_starts() -> None:
     ways = {"plain LocalCluster + Client": PLAIN_START, "dnb.start(backend='dask')": BACKEND_START}
-    times: dict[str, list[float]] = {name: [] for name in ways}
+    times: dict[str, list[tuple[float, ...]]] = {name: [] for name in ways}
     for _ in range(ROUNDS):
         for name, code in ways.items():
-            times[name].append(start_time(code))
-    report(f"Start of a local cluster of {WORKERS} workers, {ROUNDS} alternating rounds:", times)
+            times[name].append((start_time(code),))
+    report(
+        f"Start of a local cluster of {WORKERS} workers, {ROUNDS} alternating rounds:",
+        times,
+        ("wall",),
+    )
 
 
-def report(title: str, times: dict[str, list[float]]) -> None:
-    """Print the best and median time of each way, and its ratio to the first way's median."""
-    baseline = statistics.median(next(iter(times.values())))
-    print(title)
-    print(f"  {'':28} {'best':>9} {'median':>9}  ratio (median)")
-    for name, values in times.items():
-        best, median = min(values) * 1e3, statistics.median(values) * 1e3
-        print(f"  {name:28} {best:7.0f}ms {median:7.0f}ms  {median / 1e3 / baseline:.2f}x")
+def report(title: str, times: dict[str, list[tuple[float, ...]]], columns: tuple[str, ...]) -> None:
+    """Print each way's median and range per column, and of its wall time's ratio to the first."""
+    baseline = next(iter(times.values()))
+    print(title + " median (range)")
+    print(f"  {'':28}" + "".join(f"{column:>24}" for column in columns) + f"{'wall ratio':>24}")
+    for name, runs in times.items():
+        cells = [_spread([run[i] for run in runs], "ms", 1e3) for i in range(len(columns))]
+        ratios = [run[0] / base[0] for run, base in zip(runs, baseline, strict=True)]
+        print(f"  {name:28}" + "".join(f"{c:>24}" for c in [*cells, _spread(ratios, "x")]))
+
+
+def _spread(values: list[float], unit: str, scale: float = 1.0) -> str:
+    low, median, high = (v * scale for v in (min(values), statistics.median(values), max(values)))
+    if unit == "x":
+        return f"{median:.2f}x ({low:.2f}-{high:.2f})"
+    return f"{median:.0f}{unit} ({low:.0f}-{high:.0f})"
 
 
 def main() -> None:

@@ -122,12 +122,13 @@ def main() -> None:
             plain.append(per_task("plain", what))
             live.append(per_task("live", what))
         for label, counts in ((plain_label, plain), (live_label, live)):
-            print(f"  {label:<34} {_spread(counts, '{:,.0f}')}")
+            print(f"  {label:<34} {spread(counts, '{:,.0f}')}")
         ratios = [mine / theirs for theirs, mine in zip(plain, live, strict=True)]
-        print(f"  {'ratio':<34} {_spread(ratios, '{:.3f}x')}")
+        print(f"  {'ratio':<34} {spread(ratios, '{:.3f}x')}")
 
 
-def _spread(values: list[float], form: str) -> str:
+def spread(values: list[float], form: str) -> str:
+    """The median of *values* and their range, each written with *form*."""
     median = form.format(statistics.median(values))
     return f"{median:>10} ({form.format(min(values))}-{form.format(max(values))})"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 from typing import NamedTuple
@@ -94,16 +95,16 @@ class NotebookEvents:
             return
         kind, task_id, link, *rest = report
         if kind == "started":
-            name, parent, index, backend, is_async, worker, cached = rest
+            name, parent, index, backend, is_async, worker, cached, at = rest
             task = _Reported(task_id, name, parent, index, backend, is_async)
-            tracker.started(link, task, worker)
+            tracker.started(link, task, worker, at)
             if cached:
                 tracker.cache_hit(task_id, link)
-                tracker.finished(task_id, link)
+                tracker.finished(task_id, link, at=at)
         elif kind == "finished":
-            tracker.finished(task_id, link)
+            tracker.finished(task_id, link, at=rest[0])
         elif kind == "failed":
-            tracker.failed(task_id, link, rest[0])
+            tracker.failed(task_id, link, rest[0], at=rest[1])
         elif kind == "retried":
             tracker.retried(task_id, link, rest[0])
         elif kind == "iterated":
@@ -252,30 +253,37 @@ class WorkerEvents:
         """A task call returned (what its call wrote goes first)."""
         link = _link_id()
         worker_output.send(link)
-        _report(reporter, ("finished", metadata.id, link))
+        _report(reporter, ("finished", metadata.id, link, time.time()))
 
     @hook_impl
     def on_node_error(self, metadata: Any, error: Any, reporter: Any) -> None:
         """A task call failed, after any retries (what its call wrote goes first)."""
         link = _link_id()
         worker_output.send(link)
-        _report(reporter, ("failed", metadata.id, link, Failure.of(error)))
+        _report(reporter, ("failed", metadata.id, link, Failure.of(error), time.time()))
 
     def _report_start(self, metadata: Any, reporter: Any, cached: bool) -> None:
         task = (metadata.name, metadata.parent_id, metadata.map_index, metadata.backend)
         report = ("started", metadata.id, _link_id(), *task, metadata.is_async)
-        _report(reporter, (*report, _worker_name(), cached))
+        _report(reporter, (*report, _worker_name(), cached, time.time()))
 
 
 def _worker_name() -> str:
     """Where this worker runs: a Dask worker's name, or its process id."""
-    distributed = sys.modules.get("distributed")
-    if distributed is not None:
+    global _not_dask
+    pid = os.getpid()
+    if _not_dask != pid:
+        distributed = sys.modules.get("distributed")
         try:
-            return str(distributed.get_worker().name)
-        except ValueError:  # not a Dask worker
-            pass
-    return f"pid {os.getpid()}"
+            if distributed is not None:
+                return str(distributed.get_worker().name)
+        except ValueError:  # not a Dask worker, and this process never will be
+            _not_dask = pid
+    return f"pid {pid}"
+
+
+_not_dask = -1
+"""The process id of this process once it found it is no Dask worker (not of its forks)."""
 
 
 def _report(reporter: Any, report: tuple[Any, ...]) -> None:

@@ -100,6 +100,7 @@ class NotebookProcessBackend(Backend):
             context.to_dict(),
             self._datasets.queue,
             on_event=reporter.report if reporter is not None else _ignore_event,
+            name_of=_daglite.task_name,
         )
 
     def refresh_context(self) -> None:
@@ -118,15 +119,14 @@ class NotebookProcessBackend(Backend):
         # per fan-out. Any other call pickles afresh, so it sees the current globals.
         inner, record_id = unwrap(func)
         index = context.map_index
-        name = _daglite.task_name(inner)
         return self._pool.submit(
             inner,
             args,
             kwargs,
-            name=name if index is None else f"{name}[{index}]",
             map_index=index,
             tag=record_id,
             fresh=not index,
+            adopt=func.adopt if record_id is not None else None,
         )
 
     def _stop(self) -> None:

@@ -4,8 +4,8 @@ Every process that runs tasks (the kernel, pool workers, Dask workers) replaces 
 `sys.stderr` with a `TaskStream` once. A write made while a submitted call runs (see
 `daglite_nb.model.current_call`) goes to that call; any other write goes to the stream it
 replaced, untouched. In the kernel a call's output is an `Output` on the call; a worker keeps
-what its calls wrote for at most `SEND_INTERVAL` seconds, bounded the same way, and sends it to
-the kernel through daglite's event reporter, before the call's end. No IPython here.
+what its calls wrote for at most `daglite_nb._pace.INTERVAL` seconds, bounded the same way, and
+sends it to the kernel through daglite's event reporter, before the call's end. No IPython here.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from daglite_nb import _daglite
+from daglite_nb._pace import Pacer
 from daglite_nb.model import current_call
 
 LINES = 50
@@ -29,9 +29,6 @@ LINE_CHARS = 500
 
 SESSION_CHARS = 4_000_000
 """How many characters of output all the calls of a session keep together."""
-
-SEND_INTERVAL = 0.1
-"""How long a worker keeps a call's output before it sends it (at most 10 sends a second)."""
 
 OUTPUT_EVENT = "output"
 """The kind of a worker's report that carries output (see `daglite_nb._events`)."""
@@ -194,8 +191,8 @@ def install(sink: Callable[[Any, str], bool]) -> None:
 class WorkerOutput:
     """What the calls running in a worker wrote and did not send yet, by call id.
 
-    A call's output goes out at most every `SEND_INTERVAL` seconds (a sender thread), and at
-    its end (`send`), before the worker reports the end. Between two sends a worker keeps no
+    A call's output goes out at most every `daglite_nb._pace.INTERVAL` seconds (a `Pacer`), and
+    at its end (`send`), before the worker reports the end. Between two sends a worker keeps no
     more than `LINES` lines of a call, and tells how many it did not keep; a line without end
     travels as it is, and the kernel's `Output` of the call joins it to what follows.
 
@@ -207,8 +204,7 @@ class WorkerOutput:
         self._event = event
         self._pending: dict[int, tuple[Output, Any]] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._sender: threading.Thread | None = None
+        self._pacer = Pacer(self._send_all, "daglite-nb-output")
 
     def write(self, call_id: int, text: str) -> bool:
         """Keep *text* for the call *call_id* (False where no daglite reporter can send it)."""
@@ -219,9 +215,8 @@ class WorkerOutput:
                 if reporter is None:
                     return False
                 entry = self._pending[call_id] = (Output(), reporter)
-                self._start_sender()
             entry[0].write(text)
-        self._wake.set()
+        self._pacer.poke()
         return True
 
     def send(self, call_id: int | None) -> None:
@@ -235,23 +230,9 @@ class WorkerOutput:
             text = "".join(line + "\n" for line in output.lines) + output.partial
             reporter.report(self._event, (OUTPUT_EVENT, None, call_id, text, output.more))
 
-    def _start_sender(self) -> None:
-        if self._sender is None:
-            self._sender = threading.Thread(
-                target=self._send_all, name="daglite-nb-output", daemon=True
-            )
-            self._sender.start()
-
     def _send_all(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            time.sleep(SEND_INTERVAL)  # the pace of sends, not a wait for anything
-            for call_id in list(self._pending):
-                try:
-                    self.send(call_id)
-                except Exception:  # a send that fails costs output, never the sender
-                    logging.getLogger(__name__).exception("daglite-nb could not send output")
+        for call_id in list(self._pending):
+            self.send(call_id)
 
 
 def add_call_to_records(before: Callable[[int], None]) -> None:

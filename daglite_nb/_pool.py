@@ -9,6 +9,13 @@ One dispatcher thread owns the pool's state: it sends calls to idle workers, rea
 back (outcomes, and the daglite events their tasks report) and watches their processes. Other
 threads only queue calls and cancellations, and wake it. Each worker has a pipe of its own, so a
 worker killed halfway through a message cannot block the others.
+
+Calls travel in batches: an idle worker gets the next calls of one callable, as many as take
+about `BATCH_SECONDS` at the pace its calls ran so far (one, until a call of it ended), and no
+more than its share of the waiting calls; a worker running short calls gets its next batch
+ahead. A worker sends back what piled up (events and outcomes) when a batch ends, and while it
+runs at most every `daglite_nb._pace.INTERVAL` seconds. A call a worker holds can be cancelled
+until it starts (see `_worker.Progress`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ STARTUP_FAILURES = 3
 STOP_SECONDS = 0.2
 """How long idle workers get to exit when the pool stops, before they are terminated."""
 
+LOCK_SECONDS = 1.0
+"""How long the kernel waits for a worker's `Progress.lock` (held for microseconds) at most."""
+
+BATCH_SECONDS = 0.02
+"""How long the calls of one batch should run together, at the pace measured so far."""
+
 
 class WorkerLost(BackendError):
     """The process worker running a call ended before the call did."""
@@ -56,24 +69,22 @@ class PoolFuture(Future):
         super().__init__()
         self._pool = pool
         self.call_id = call_id
+        self.dropped = False
+        """Whether it was cancelled (`cancelled()`, readable without the Future's lock)."""
 
     def cancel(self) -> bool:
         """Cancel the call if it has not started; return whether it was cancelled."""
-        if not super().cancel():
-            return False
-        self._pool.forget(self)
-        return True
+        return self._pool.cancel(self)
 
 
 class _Call:
     """One call waiting for, or running on, a worker."""
 
-    __slots__ = ("id", "future", "name", "function", "tag", "map_index", "args", "kwargs")
+    __slots__ = ("id", "future", "function", "tag", "map_index", "args", "kwargs")
 
     def __init__(
         self,
         future: PoolFuture,
-        name: str,
         function: _Function,
         tag: Any,
         map_index: int | None,
@@ -82,39 +93,106 @@ class _Call:
     ) -> None:
         self.id = future.call_id
         self.future = future
-        self.name = name
         self.function = function
         self.tag = tag
         self.map_index = map_index
         self.args = args
         self.kwargs = kwargs
 
+    @property
+    def name(self) -> str:
+        """Its task's name, with its index in a fan-out (`load[3]`), for errors."""
+        return _indexed(self.function.name, self.map_index)
+
 
 class _Function:
-    """A callable pickled by value once (per fan-out), known to workers by its id."""
+    """A callable pickled by value once (per fan-out), known to workers by its id.
 
-    __slots__ = ("id", "blob")
+    Attributes:
+        seconds: How long one of its calls runs, as measured so far (None before any ended).
+    """
 
-    def __init__(self, function_id: int, blob: bytes) -> None:
+    __slots__ = ("id", "name", "blob", "seconds")
+
+    def __init__(self, function_id: int, name: str, blob: bytes) -> None:
         self.id = function_id
+        self.name = name
         self.blob = blob
+        self.seconds: float | None = None
+
+    def measured(self, seconds: list[float]) -> None:
+        """Take the times of calls that just ended into its pace (recent ones weigh most)."""
+        mean = sum(seconds) / len(seconds)
+        self.seconds = mean if self.seconds is None else (self.seconds + mean) / 2
+
+    def batch_size(self, share: int) -> int:
+        """How many of its calls go to a worker at once: `BATCH_SECONDS` of work, or *share*."""
+        if self.seconds is None:
+            return 1
+        return max(1, min(share, int(BATCH_SECONDS / max(self.seconds, 1e-7))))
 
 
 class _Worker:
     """A worker process, the kernel's end of its pipe, and the calls it holds."""
 
-    def __init__(self, process: Any, conn: Any) -> None:
+    def __init__(self, process: Any, conn: Any, progress: _worker.Progress) -> None:
         self.process = process
         self.conn = conn
+        self.progress = progress
         self.ready = False
         self.calls: dict[int, _Call] = {}
         """The calls sent to it that have not ended, in the order it runs them."""
-        self.sent: deque[list[int]] = deque()
-        """The ids of the calls of each message sent to it that it has not yet taken."""
-        self.taken: list[int] = []
-        """The ids of the calls of the message it took last: it runs them one after another."""
+        self.order: dict[int, int] = {}
+        """The place of each of its `calls` in the order it runs them."""
+        self.batches: deque[tuple[int, _Function]] = deque()
+        """The last call id and the callable of each batch sent to it that has not ended."""
+        self._places = itertools.count()
         self.functions = _worker.FunctionCache()
         self.context_version = 0
+
+    def takes(self, calls: list[_Call]) -> None:
+        """*calls* are sent to it, as one batch."""
+        for call in calls:
+            self.calls[call.id] = call
+            self.order[call.id] = next(self._places)
+        self.batches.append((calls[-1].id, calls[0].function))
+
+    def started(self, call_id: int) -> bool:
+        """Whether it started its call *call_id*: it started that call or a later one.
+
+        Outcomes come in order, so the call it started last is among `calls` until every
+        earlier one ended.
+        """
+        return self.order[call_id] <= self.order.get(self.progress.started, -1)
+
+    def ended(self, call_id: int) -> _Call | None:
+        """Its call *call_id* ended: the call, unless it was settled already."""
+        self.order.pop(call_id, None)
+        if self.batches and self.batches[0][0] == call_id:
+            self.batches.popleft()
+        return self.calls.pop(call_id, None)
+
+    def forget_calls(self) -> list[_Call]:
+        """Drop every call it holds (its outcomes will be ignored); return them."""
+        calls = list(self.calls.values())
+        self.calls.clear()
+        self.order.clear()
+        self.batches.clear()
+        return calls
+
+    def wants(self, depth: int) -> bool:
+        """Whether it takes a batch now that it holds *depth*.
+
+        An idle worker does. One running a batch of calls shorter than `BATCH_SECONDS` each
+        gets its next batch ahead, so it does not wait for it; a call sent ahead waits behind
+        short calls only.
+        """
+        if len(self.batches) != depth:
+            return False
+        if depth == 0:
+            return True
+        seconds = self.batches[0][1].seconds
+        return depth == 1 and seconds is not None and seconds < BATCH_SECONDS
 
 
 class WorkerPool:
@@ -127,6 +205,7 @@ class WorkerPool:
             (the session's plugins and stores; see `set_daglite_context`).
         dataset_queue: The queue through which workers hand dataset saves to the session.
         on_event: Called on the dispatcher thread with each daglite event a task reports.
+        name_of: What a callable is called in errors (once per fan-out).
     """
 
     def __init__(
@@ -136,6 +215,7 @@ class WorkerPool:
         daglite_context: dict[str, Any],
         dataset_queue: Any,
         on_event: Callable[[Any, Any], None],
+        name_of: Callable[[Callable[..., Any]], str],
     ) -> None:
         self._context = context
         self._size = size
@@ -143,9 +223,11 @@ class WorkerPool:
         self._dataset_queue = dataset_queue
         self._context_version = 0
         self._on_event = on_event
+        self._name_of = name_of
         self._waiting: deque[_Call] = deque()
-        self._forgotten: deque[PoolFuture] = deque()
         self._workers: list[_Worker] = []
+        self._sending = threading.Lock()
+        """Held to hand calls to a worker, and to cancel one (see `cancel`)."""
         self._broken: str | None = None
         self._startup_failures = 0
         self._call_ids = itertools.count()
@@ -168,10 +250,10 @@ class WorkerPool:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
-        name: str,
         map_index: int | None,
         tag: Any = None,
         fresh: bool = True,
+        adopt: Callable[[PoolFuture], None] | None = None,
     ) -> PoolFuture:
         """Queue the call `func(*args, **kwargs)`; return its Future.
 
@@ -179,11 +261,11 @@ class WorkerPool:
             func: The callable; it travels by value (cloudpickle).
             args: Positional arguments.
             kwargs: Keyword arguments.
-            name: The task's name, for errors.
             map_index: The call's index in a fan-out (daglite's `SubmitContext`), if any.
             tag: Passed to the worker's runner with the call (`daglite_nb._worker.run_call`).
             fresh: Pickle *func* anew even if the last call from this thread had it (a new
                 fan-out, or a single call: it sees the current globals).
+            adopt: Called with the Future before the call can run (see `Call.adopt`).
         """
         future = PoolFuture(self, next(self._call_ids))
         if self._stopping or self._broken:
@@ -192,11 +274,14 @@ class WorkerPool:
         try:
             function = self._function(func, fresh)
         except Exception as exc:
+            name = _indexed(self._name_of(func), map_index)
             future.set_exception(
                 CallNotSent(f"Task {name!r} cannot be sent to a process worker: {safe_str(exc)}.")
             )
             return future
-        self._waiting.append(_Call(future, name, function, tag, map_index, args, kwargs))
+        if adopt is not None:
+            adopt(future)
+        self._waiting.append(_Call(future, function, tag, map_index, args, kwargs))
         self._wake()
         return future
 
@@ -205,10 +290,28 @@ class WorkerPool:
         self._daglite_context = daglite_context
         self._context_version += 1
 
-    def forget(self, future: PoolFuture) -> None:
-        """Drop the cancelled call of *future* (from `PoolFuture.cancel`)."""
-        self._forgotten.append(future)
-        self._wake()
+    def cancel(self, future: PoolFuture) -> bool:
+        """Cancel the call of *future* unless a worker started it; return whether it did.
+
+        A waiting call is dropped when its turn comes. The worker holding a call is told under
+        its `Progress.lock`, and so is one that gets calls cancelled on their way to it (see
+        `_send_calls`): it starts none of them.
+        """
+        with self._sending:
+            worker = next((w for w in self._workers if future.call_id in w.calls), None)
+            if worker is None:
+                future.dropped = Future.cancel(future)
+                return future.dropped
+            if not _lock(worker):
+                return False
+            try:
+                if worker.started(future.call_id) or not Future.cancel(future):
+                    return False
+                future.dropped = True
+                _cancel(worker, future.call_id)
+                return True
+            finally:
+                worker.progress.lock.release()
 
     def stop(self) -> None:
         """Cancel waiting calls, fail running ones and end every worker, in well under a second."""
@@ -240,7 +343,8 @@ class WorkerPool:
         memo = self._memo.__dict__
         if fresh or memo.get("func") is not func:
             memo["func"] = func
-            memo["function"] = _Function(next(self._function_ids), cloudpickle.dumps(func))
+            blob = cloudpickle.dumps(func)
+            memo["function"] = _Function(next(self._function_ids), self._name_of(func), blob)
         return memo["function"]
 
     def _wake(self) -> None:
@@ -267,27 +371,41 @@ class WorkerPool:
                 self._receive(conns[conn])
             for sentinel in sentinels.keys() & ready:
                 self._lost(sentinels[sentinel])
-            self._forget_cancelled()
             self._dispatch()
 
     def _dispatch(self) -> None:
-        for worker in self._workers:
-            if worker.calls:
-                continue
-            call = self._next_call()
-            if call is None:
-                return
-            self._send_calls(worker, [call])
+        for depth in (0, 1):  # idle workers first
+            for worker in [worker for worker in self._workers if worker.wants(depth)]:
+                share = -(-len(self._waiting) // len(self._workers))  # rounded up
+                batch = self._next_batch(share)
+                if not batch:
+                    return
+                self._send_calls(worker, batch)
+
+    def _next_batch(self, share: int) -> list[_Call]:
+        """The next waiting calls of one callable, as many as its `batch_size`."""
+        first = self._next_call()
+        if first is None:
+            return []
+        batch = [first]
+        function = first.function
+        size = function.batch_size(share)
+        waiting = self._waiting
+        while len(batch) < size and waiting and waiting[0].function is function:
+            call = waiting.popleft()
+            if not call.future.dropped:
+                batch.append(call)
+        return batch
 
     def _next_call(self) -> _Call | None:
         while self._waiting:
             call = self._waiting.popleft()
-            if not call.future.cancelled():
+            if not call.future.dropped:
                 return call
         return None
 
     def _send_calls(self, worker: _Worker, calls: list[_Call]) -> None:
-        """Send *calls* (of one callable) to the idle *worker*, as one message.
+        """Send *calls* (of one callable) to *worker*, as one batch.
 
         If the worker died meanwhile, its sentinel tells, and the calls go back to the queue.
         """
@@ -300,10 +418,18 @@ class WorkerPool:
         function = calls[0].function
         blob = None if worker.functions.remember(function.id) else function.blob
         header = [(call.id, call.tag, call.map_index) for call in calls]
-        for call in calls:
-            worker.calls[call.id] = call
-        worker.sent.append([call.id for call in calls])
-        _send(worker, ("run", function.id, blob, header, arguments))
+        with self._sending:
+            if not _lock(worker):  # it died holding it: its sentinel tells
+                self._waiting.extendleft(reversed(calls))
+                return
+            try:
+                worker.takes(calls)
+                _send(worker, ("run", function.id, blob, header, arguments))
+                for call in calls:
+                    if call.future.dropped:  # meanwhile
+                        _cancel(worker, call.id)
+            finally:
+                worker.progress.lock.release()
 
     def _receive(self, worker: _Worker) -> bool:
         """Handle one message from *worker*; return False if its pipe is closed."""
@@ -315,41 +441,36 @@ class WorkerPool:
             self._fail_calls(worker, BackendError(f"A result could not be read: {safe_str(exc)}"))
             return True
         kind = message[0]
-        if kind == "event":
-            try:
-                self._on_event(message[1], message[2])
-            except Exception:
-                logger.exception("daglite-nb could not handle a worker's event")
-        elif kind == "took":
-            worker.taken = worker.sent.popleft()
-        elif kind == "ended":
-            self._ended(worker, message[1])
+        if kind == "sent":
+            for event_type, data in message[1]:
+                try:
+                    self._on_event(event_type, data)
+                except Exception:
+                    logger.exception("daglite-nb could not handle a worker's event")
+            self._ended(worker, message[2])
         elif kind == "ready":
             worker.ready = True
             self._startup_failures = 0
         return True
 
     def _ended(self, worker: _Worker, outcomes: list[tuple[Any, ...]]) -> None:
-        for call_id, ok, value in outcomes:
-            call = worker.calls.pop(call_id, None)
+        """Settle the calls of *outcomes* (see `daglite_nb._worker.Runner`); learn their pace."""
+        ran: dict[_Function, list[float]] = {}
+        for call_id, ok, value, seconds in outcomes:
+            call = worker.ended(call_id)
             if call is None or ok is None:  # failed already, or cancelled before it started
                 continue
+            ran.setdefault(call.function, []).append(seconds)
             if ok:
                 _settle(call.future, result=value)
             else:
                 _settle(call.future, error=_worker.rebuild_error(value))
+        for function, seconds in ran.items():
+            function.measured(seconds)
 
     def _fail_calls(self, worker: _Worker, error: BaseException) -> None:
-        for call in worker.calls.values():
+        for call in worker.forget_calls():
             _settle(call.future, error=error)
-        worker.calls.clear()
-
-    def _forget_cancelled(self) -> None:
-        while self._forgotten:
-            call_id = self._forgotten.popleft().call_id
-            for worker in self._workers:
-                if call_id in worker.calls:
-                    _send(worker, ("cancel", call_id))
 
     def _lost(self, worker: _Worker) -> None:
         """Handle the death of *worker*: fail its running call, requeue the rest, replace it."""
@@ -359,8 +480,8 @@ class WorkerPool:
         worker.process.join(STOP_SECONDS)  # it is exiting: reap it, to tell how it ended
         worker.conn.close()
         calls = list(worker.calls.values())
-        running = next((worker.calls[i] for i in worker.taken if i in worker.calls), None)
-        if running is not None:  # the worker had taken it: it ran it when it died
+        running = worker.calls.get(worker.progress.running)
+        if running is not None:  # it ran when its worker died; the others go back to the queue
             calls.remove(running)
             how = how_it_ended(worker.process.exitcode)
             _settle(
@@ -392,14 +513,15 @@ class WorkerPool:
 
     def _spawn(self) -> None:
         here, there = self._context.Pipe()
+        progress = _worker.Progress(self._context)
         process = self._context.Process(
             target=_worker.serve,
-            args=(there, self._daglite_context, self._dataset_queue),
+            args=(there, progress, self._daglite_context, self._dataset_queue),
             name="daglite-nb-worker",
         )
         process.start()
         there.close()  # the worker's end lives in the worker only
-        worker = _Worker(process, here)
+        worker = _Worker(process, here, progress)
         worker.context_version = self._context_version
         self._workers.append(worker)
 
@@ -414,6 +536,22 @@ def _send(worker: _Worker, message: tuple[Any, ...]) -> bool:
     except OSError:
         return False
     return True
+
+
+def _lock(worker: _Worker) -> bool:
+    """Take *worker*'s `Progress.lock`; False if a worker that died holding it keeps it."""
+    return worker.progress.lock.acquire(timeout=LOCK_SECONDS)
+
+
+def _cancel(worker: _Worker, call_id: int) -> None:
+    """Tell *worker* not to start the call *call_id* (then count it: see `_worker.Runner`)."""
+    if _send(worker, ("cancel", call_id)):
+        worker.progress.count_cancel()
+
+
+def _indexed(name: str, map_index: int | None) -> str:
+    """A task's name, with its index in a fan-out if it has one (`load[3]`)."""
+    return name if map_index is None else f"{name}[{map_index}]"
 
 
 def _readable(conn: Any) -> bool:

@@ -14,7 +14,9 @@ import os
 import pickle
 import signal
 import threading
+import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,7 @@ from daglite.plugins.reporters import EventReporter
 
 from daglite_nb import _daglite
 from daglite_nb._events import run_as
+from daglite_nb._pace import Pacer
 from daglite_nb._text import safe_str
 
 logger = logging.getLogger(__name__)
@@ -34,32 +37,35 @@ PARENT_POLL_SECONDS = 0.5
 # region Pool worker
 
 
-def serve(conn: Any, daglite_context: dict[str, Any], dataset_queue: Any) -> None:
+def serve(
+    conn: Any, progress: Progress, daglite_context: dict[str, Any], dataset_queue: Any
+) -> None:
     """Run a pool worker until the kernel says stop or goes away.
 
     Args:
         conn: The worker's end of its pipe to the kernel.
+        progress: What the worker shares with the kernel while it runs calls.
         daglite_context: daglite's serialized backend context, entered for the worker's life
             (again when the kernel sends a new one).
         dataset_queue: Where dataset saves go to the session.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
-    channel = Channel(conn)
-    reporter = PipeReporter(channel)
+    outbox = Outbox(conn)
+    reporter = PipeReporter(outbox)
     _daglite.enter_worker_context(reporter, daglite_context, dataset_queue)
-    channel.send(("ready",))
+    outbox.send(("ready",))
     functions = FunctionCache()
-    cancelled: set[int] = set()
+    runner = Runner(conn, progress, outbox)
     while True:
         try:
-            message = pickle.loads(conn.recv_bytes())
+            message = runner.next_message()
         except (EOFError, OSError):
             return
         if message[0] == "stop":
             return
         if message[0] == "cancel":
-            cancelled.add(message[1])
+            runner.cancelled.add(message[1])
             continue
         if message[0] == "context":
             _daglite.enter_worker_context(reporter, message[1], dataset_queue)
@@ -69,36 +75,129 @@ def serve(conn: Any, daglite_context: dict[str, Any], dataset_queue: Any) -> Non
             functions.remember(function_id)
         else:
             functions.remember(function_id, _load_function(blob))
-        channel.send(("took",))  # from now on, a crash of this worker is one of these calls'
-        outcomes = _run_batch(conn, functions[function_id], header, arguments, cancelled)
-        channel.send(("ended", outcomes), fallback=_sendable_outcomes)
-        cancelled.clear()
+        runner.run(functions[function_id], header, arguments)
+        outbox.flush()
 
 
-def _run_batch(
-    conn: Any, func: Callable[..., Any], header: list[Any], arguments: bytes, cancelled: set[int]
-) -> list[tuple[int, bool | None, Any]]:
-    """Run the calls of one message in order; return (call id, ok, result or error) for each.
+class Progress:
+    """What a worker and the kernel share in memory, read without a message.
 
-    ok is None for a call cancelled before it started.
+    A call starts under `lock`, after the worker read the cancellations sent so far; the kernel
+    cancels a call a worker holds under `lock` too, so a call is either started or cancelled,
+    never both.
+
+    Attributes:
+        running: The id of the call the worker runs now, -1 between calls (whom a crash costs).
+        started: The id of the call it started last: in its batch, that call and those before
+            it can no longer be cancelled.
+        cancels: How many cancellations the kernel sent it (see `Runner`).
+        lock: Held to start a call, and to cancel one.
     """
-    try:
-        calls = pickle.loads(arguments)
-    except BaseException as exc:
-        failure = error_payload(exc)
-        return [(call_id, False, failure) for call_id, _, _ in header]
-    outcomes: list[tuple[int, bool | None, Any]] = []
-    for (call_id, tag, map_index), (args, kwargs) in zip(header, calls, strict=True):
-        while len(header) > 1 and conn.poll():
-            cancelled.add(pickle.loads(conn.recv_bytes())[1])  # only cancels come meanwhile
-        if call_id in cancelled:
-            outcomes.append((call_id, None, None))
-            continue
+
+    def __init__(self, context: Any) -> None:
+        self._values = context.RawArray("q", [-1, -1, 0])
+        self.lock = context.Lock()
+
+    @property
+    def running(self) -> int:  # noqa: D102
+        return self._values[0]
+
+    @property
+    def started(self) -> int:  # noqa: D102
+        return self._values[1]
+
+    def start(self, call_id: int) -> None:
+        """The call *call_id* starts: it is running, and started."""
+        self._values[1] = self._values[0] = call_id
+
+    def stop(self) -> None:
+        """The running call ended."""
+        self._values[0] = -1
+
+    @property
+    def cancels(self) -> int:  # noqa: D102
+        return self._values[2]
+
+    def count_cancel(self) -> None:
+        """The kernel sent one more cancellation (only the kernel counts)."""
+        self._values[2] += 1
+
+
+class Runner:
+    """Runs the calls of each message from the kernel (a batch), one after another.
+
+    Each call's outcome goes to the outbox as it ends: (call id, ok, result or error, seconds
+    it ran); ok is None for a call cancelled before it started. Before each call the runner
+    reads the cancellations the kernel sent, if the kernel counted new ones in `Progress`: it
+    counts a cancellation after it sent it, so the count never runs ahead of the pipe. What
+    else it finds there meanwhile (the next batch) waits for `next_message`.
+    """
+
+    def __init__(self, conn: Any, progress: Progress, outbox: Outbox) -> None:
+        self._conn = conn
+        self._progress = progress
+        self._cancels_read = 0
+        self._outbox = outbox
+        self._later: deque[tuple[Any, ...]] = deque()
+        self.cancelled: set[int] = set()
+        """Ids of cancelled calls this worker holds and has not reached yet."""
+
+    def next_message(self) -> tuple[Any, ...]:
+        """The next message from the kernel, waiting for it if need be."""
+        if self._later:
+            return self._later.popleft()
+        return pickle.loads(self._conn.recv_bytes())
+
+    def run(self, func: Callable[..., Any], header: list[Any], arguments: bytes) -> None:
+        """Run the calls of *header* (id, tag, map index) with their pickled *arguments*."""
         try:
-            outcomes.append((call_id, True, run_call(func, tag, map_index, args, kwargs)))
+            calls = pickle.loads(arguments)
+        except BaseException as exc:
+            failure = error_payload(exc)
+            for call_id, _, _ in header:
+                self.cancelled.discard(call_id)
+                self._outbox.ended((call_id, False, failure, 0.0))
+            return
+        for (call_id, tag, map_index), (args, kwargs) in zip(header, calls, strict=True):
+            with self._progress.lock:
+                self._read_cancels()
+                cancelled = call_id in self.cancelled
+                if not cancelled:
+                    self._progress.start(call_id)
+            if cancelled:
+                self.cancelled.discard(call_id)
+                self._outbox.ended((call_id, None, None, 0.0))
+            else:
+                self._outbox.ended(self._run_one(func, call_id, tag, map_index, args, kwargs))
+
+    def _read_cancels(self) -> None:
+        count = self._progress.cancels
+        if count != self._cancels_read:
+            self._cancels_read = count
+            while self._conn.poll():
+                message = pickle.loads(self._conn.recv_bytes())
+                if message[0] == "cancel":
+                    self.cancelled.add(message[1])
+                else:
+                    self._later.append(message)
+
+    def _run_one(
+        self,
+        func: Callable[..., Any],
+        call_id: int,
+        tag: int | None,
+        map_index: int | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[int, bool, Any, float]:
+        began = time.perf_counter()
+        try:
+            ok, value = True, run_call(func, tag, map_index, args, kwargs)
         except BaseException as exc:  # SystemExit of a task too: the worker lives on
-            outcomes.append((call_id, False, error_payload(exc)))
-    return outcomes
+            ok, value = False, error_payload(exc)
+        seconds = time.perf_counter() - began
+        self._progress.stop()
+        return call_id, ok, value, seconds
 
 
 def run_call(
@@ -172,58 +271,104 @@ class FunctionCache(dict):
         return known
 
 
-class Channel:
-    """The worker's end of its pipe: whole messages, from any thread of the worker."""
+class Outbox:
+    """What a worker sends the kernel: daglite's events and the calls' outcomes, in order.
+
+    Both pile up and go as one message (`("sent", events, outcomes)`): when a batch of calls
+    ends (`flush`), and at most `daglite_nb._pace.INTERVAL` seconds after the first of them
+    (a `Pacer`), so a long call's start and output reach the kernel while it runs. Any thread
+    of the worker may add to it; messages go out whole and in order.
+    """
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        self._events: list[tuple[Any, Any]] = []
+        self._outcomes: list[tuple[Any, ...]] = []
+        self._pacer = Pacer(self.flush, "daglite-nb-outbox")
 
-    def send(
-        self,
-        message: tuple[Any, ...],
-        fallback: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None,
-    ) -> None:
-        """Send *message*; if it does not pickle, send what *fallback* makes of it instead."""
-        try:
-            blob = cloudpickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            if fallback is None:
-                raise
-            blob = cloudpickle.dumps(fallback(message), pickle.HIGHEST_PROTOCOL)
+    def report(self, event_type: Any, event_data: Any) -> None:
+        """Add one of daglite's events."""
         with self._lock:
-            self._conn.send_bytes(blob)
+            first = not self._events and not self._outcomes
+            self._events.append((event_type, event_data))
+        if first:
+            self._pacer.poke()
+
+    def ended(self, outcome: tuple[Any, ...]) -> None:
+        """Add the outcome of a call (see `Runner`)."""
+        with self._lock:
+            first = not self._events and not self._outcomes
+            self._outcomes.append(outcome)
+        if first:
+            self._pacer.poke()
+
+    def flush(self) -> None:
+        """Send what piled up, if anything."""
+        with self._lock:
+            if not self._events and not self._outcomes:
+                return
+            message = ("sent", self._events, self._outcomes)
+            self._events, self._outcomes = [], []
+            self._send(_sendable(message))
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Send *message* at once."""
+        with self._lock:
+            self._send(cloudpickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    def _send(self, blob: bytes) -> None:
+        self._conn.send_bytes(blob)
 
 
-def _sendable_outcomes(message: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The outcomes of *message* with each result that does not pickle replaced by why."""
-    outcomes = []
-    for call_id, ok, value in message[1]:
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            error = RuntimeError(f"The result cannot be sent back from the process worker: {exc}")
-            ok, value = False, error_payload(error)
-        outcomes.append((call_id, ok, value))
-    return (message[0], outcomes)
+def _sendable(message: tuple[Any, list[Any], list[Any]]) -> bytes:
+    """*message* pickled; if it does not pickle, without what does not.
+
+    An event that does not pickle is dropped (and logged, as daglite's reporters do); a result
+    that does not pickle is replaced by why.
+    """
+    try:
+        return cloudpickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        kind, events, outcomes = message
+        events = [event for event in events if _pickles(event, f"event {event[0]!r}")]
+        outcomes = [_sendable_outcome(outcome) for outcome in outcomes]
+        return cloudpickle.dumps((kind, events, outcomes), pickle.HIGHEST_PROTOCOL)
+
+
+def _pickles(value: Any, what: str) -> bool:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        logger.exception("daglite-nb could not report %s", what)
+        return False
+    return True
+
+
+def _sendable_outcome(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
+    """*outcome*, with a result that does not pickle replaced by why."""
+    call_id, ok, value, seconds = outcome
+    try:
+        cloudpickle.dumps(value)
+    except Exception as exc:
+        error = RuntimeError(f"The result cannot be sent back from the process worker: {exc}")
+        ok, value = False, error_payload(error)
+    return (call_id, ok, value, seconds)
 
 
 class PipeReporter(EventReporter):
     """daglite's event reporter of a pool worker: events go to the kernel through the pipe."""
 
-    def __init__(self, channel: Channel) -> None:
-        self._channel = channel
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
 
     @property
     def is_direct(self) -> bool:  # noqa: D102
         return False
 
     def report(self, event_type: Any, event_data: dict[str, Any]) -> None:
-        """Send one event (a lost event must not fail the task, as with daglite's reporters)."""
-        try:
-            self._channel.send(("event", event_type, event_data))
-        except Exception:
-            logger.exception("daglite-nb could not report event %r", event_type)
+        """Send one event, with the next message to the kernel (see `Outbox`)."""
+        self._outbox.report(event_type, event_data)
 
 
 # region Errors across processes

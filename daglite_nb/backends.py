@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import partial
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -221,19 +220,21 @@ class _Tracked:
         )
         if self.carries_context:
             call.context = contextvars.copy_context()
+        live = None
         if direct and not self.runs_here:
-            call.live_future = LiveFuture(call, tracker)
+            live = call.live_future = LiveFuture(call, tracker)
         try:
             inner = self._backend_submit(call, args, kwargs, context=context)
         except BaseException as exc:
-            tracker.raised(call, exc)
+            if call.future is None:  # the backend did not take it (see `Call.adopt`)
+                tracker.raised(call, exc)
             raise
-        if call.ended is None:
-            call.future = inner
         if self.runs_here:
+            if call.ended is None:
+                call.future = inner
             return LiveFuture.adopt(inner, call, tracker) if direct else inner
-        live = call.live_future
-        inner.add_done_callback(partial(tracker.settle, call))
+        if call.future is not inner:
+            tracker.adopt(call, inner)
         return live or inner
 
     def submit_direct(

@@ -192,8 +192,10 @@ class Call:
             current_call.reset(token)
         raise failure  # outside the `except`: the task's exception keeps its own context
 
-    def start(self, task: Any, worker: str) -> bool:
-        """Start as the submitted call whose own task *task* is (daglite's `TaskMetadata`).
+    def start(self, task: Any, worker: str, at: float | None = None) -> bool:
+        """Start, at *at* (or now), as the submitted call whose own task *task* is.
+
+        *task* is daglite's `TaskMetadata`, or what a worker reported of it.
 
         Returns False if *task* is not its own (a task nested in it), or the call ended.
         No lock: only the thread that runs a call starts it, and a call that runs can no
@@ -202,8 +204,20 @@ class Call:
         if self.task_id is not None or self.ended is not None:
             return False
         self.task_id, self.name, self.worker = task.id, task.name, worker
-        self.started, self.state = time.time(), RUNNING
+        self.started, self.state = at or time.time(), RUNNING
         return True
+
+    def adopt(self, future: Future[Any]) -> None:
+        """Be run by *future*, and end as it does.
+
+        A backend that says so before the call can run makes sure that an interrupt between
+        taking the call and returning its Future cannot lose it.
+        """
+        tracker = self.tracker
+        if tracker is None:  # it ended (was cancelled) before the backend took it
+            future.cancel()
+        else:
+            tracker.adopt(self, future)
 
     @property
     def alone(self) -> bool:

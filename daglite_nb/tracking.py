@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from daglite_nb._output import Budget
@@ -225,7 +226,9 @@ class Tracker:
 
     # region Events (daglite's hooks, or the backend's Futures)
 
-    def started(self, link: Call | int | None, task: Any, worker: str) -> Call | None:
+    def started(
+        self, link: Call | int | None, task: Any, worker: str, at: float | None = None
+    ) -> Call | None:
         """A task call started (daglite's `before_node_execute`, or `on_cache_hit`).
 
         Args:
@@ -234,6 +237,7 @@ class Tracker:
             task: daglite's `TaskMetadata` of the call (or what a worker reported of it: `id`,
                 `name`, `parent_id`, `map_index`, `backend`, `is_async`).
             worker: Where it runs: a thread's name, `pid N`, a Dask worker.
+            at: When it started (`time.time()` where it runs); now if None.
 
         Returns:
             The call, or None if the tracker no longer takes calls, or the submitted call had
@@ -243,9 +247,9 @@ class Tracker:
             link = self.live.get(link, _GONE)
         if self.closed or link is _GONE or (link is not None and link.ended is not None):
             return None
-        if link is not None and link.start(task, worker):  # the submitted call's own task
+        if link is not None and link.start(task, worker, at):  # the submitted call's own task
             return link
-        call = self._first_seen(link, task, worker)
+        call = self._first_seen(link, task, worker, at)
         group = call.group
         if group is not None and group.kind == "gather_tasks" and group.total == 1:  # its first
             self._show(group)
@@ -253,7 +257,7 @@ class Tracker:
             self._show(call)
         return call
 
-    def _first_seen(self, link: Call | None, task: Any, worker: str) -> Call:
+    def _first_seen(self, link: Call | None, task: Any, worker: str, at: float | None) -> Call:
         """A running call that no submission announced: nested, direct, gathered, workflow."""
         parent = self._find(task.parent_id, link) if task.parent_id is not None else None
         index = task.map_index
@@ -268,7 +272,7 @@ class Tracker:
             group = self._gather_group(label, task.backend, index)
         call = Call(self._ids(), task.name, task.backend, self.cell, parent, group, index=index)
         call.task_id, call.worker = task.id, worker
-        call.state, call.started = RUNNING, time.time()
+        call.state, call.started = RUNNING, at or time.time()
         with self.lock:
             idle = not self.live
             self.live[call.id] = call
@@ -328,8 +332,16 @@ class Tracker:
                 with self.lock:
                     call.group.items += added
 
-    def finished(self, task_id: Any, link: Call | int | None, result: Any = _UNKNOWN) -> None:
+    def finished(
+        self,
+        task_id: Any,
+        link: Call | int | None,
+        result: Any = _UNKNOWN,
+        at: float | None = None,
+    ) -> None:
         """The call of task *task_id* returned *result* (`after_node_execute`, a cache hit).
+
+        *at* is when (`time.time()` where it ran); now if None.
 
         A call shown on its own (submitted alone, or made directly by a cell) keeps its result
         as text; workers do not send results (the backend's Future brings them, see `settle`).
@@ -337,13 +349,18 @@ class Tracker:
         call = self._find(task_id, link)
         if call is not None:
             shown = result is not _UNKNOWN and call.alone
-            self.ended(call, FINISHED, outcome=result_text(result) if shown else None)
+            self.ended(call, FINISHED, outcome=result_text(result) if shown else None, at=at)
 
-    def failed(self, task_id: Any, link: Call | int | None, failure: Failure) -> None:
-        """The call of task *task_id* failed, after any retries (daglite's `on_node_error`)."""
+    def failed(
+        self, task_id: Any, link: Call | int | None, failure: Failure, at: float | None = None
+    ) -> None:
+        """The call of task *task_id* failed, after any retries (daglite's `on_node_error`).
+
+        *at* is when (`time.time()` where it ran); now if None.
+        """
         call = self._find(task_id, link)
         if call is not None:
-            self.ended(call, FAILED, failure=failure)
+            self.ended(call, FAILED, failure=failure, at=at)
 
     def raised(self, call: Call, error: BaseException) -> None:
         """*call* ended with *error*, which no hook saw: cancelled if it was the interrupt.
@@ -364,8 +381,9 @@ class Tracker:
         outcome: str | None = None,
         failure: Failure | None = None,
         reason: str | None = None,
+        at: float | None = None,
     ) -> bool:
-        """Record that *call* ended in *state*; return False if it had ended already.
+        """Record that *call* ended in *state* (at *at*, or now); False if it had ended already.
 
         Whoever takes the call out of the live ones ends it: that step comes first, so two
         ends never both count, and an interrupt in the middle can cost a count, never leave
@@ -377,7 +395,7 @@ class Tracker:
             group = call.group
             if group is not None:
                 group.live.discard(call)
-            call.state, call.ended = state, time.time()
+            call.state, call.ended = state, at or time.time()
             if call.func is None and call.task_id is not None:  # first seen by its task
                 self._by_task.pop(call.task_id, None)
             call.func = call.tracker = call.future = call.context = None
@@ -400,6 +418,12 @@ class Tracker:
             self._echo(call, call.output.close())
         return True
 
+    def adopt(self, call: Call, future: Future[Any]) -> None:
+        """*future* runs *call*, which ends as it does (see `settle`)."""
+        if call.ended is None:
+            call.future = future
+        future.add_done_callback(partial(self.settle, call))
+
     def settle(self, call: Call, future: Future[Any]) -> None:
         """End *call* from its backend's finished *future*, unless daglite's hooks did already.
 
@@ -407,6 +431,8 @@ class Tracker:
         died, an argument that could not be sent, a cancellation.
         """
         live_future, call.live_future = call.live_future, None  # it goes with its result
+        if live_future is None and call.ended is not None and not call.alone:
+            return  # a worker's report ended it, and no one shows or waits for its result
         if future.cancelled():
             self.ended(call, CANCELLED, reason=call.reason)
             if live_future is not None:

@@ -46,7 +46,51 @@ def segfault(x):
     if x == 1:
         os.kill(os.getpid(), signal.SIGSEGV)
     return x
+
+@task
+def step(x, held=(), crash=(), fail=()):
+    # Quick, and noted in the file `ran` (one line a call), unless held, crashing or failing.
+    with open("ran", "a") as ran:
+        ran.write(f"{x}\\n")
+    if x in held:
+        arrive("held")
+        gate()
+    if x in crash:
+        os._exit(7)
+    if x in fail:
+        raise ValueError(f"bad {x}")
+    return 2 * x
+
+def process_pool():
+    return dnb.session.current().backend_instance("process")._pool
+
+def batch_sizes():
+    # The size of each batch the process pool sends from now on.
+    pool = process_pool()
+    sizes, send = [], pool._send_calls
+    def counted(worker, calls):
+        sizes.append(len(calls))
+        send(worker, calls)
+    pool._send_calls = counted
+    return sizes
+
+def stalled(group, held):
+    # Whether nothing of *group* moves: each worker runs a call of *held* (at the gate) or is
+    # idle with no call waiting, and calls wait behind a held one on its worker.
+    pool = process_pool()
+    busy = [worker for worker in pool._workers if worker.calls]
+    running = {f.call.index for f in group if f.state == "running"}
+    in_workers = sum(len(worker.calls) for worker in busy)
+    queued = sum(not f.done() for f in group) - in_workers
+    blocked = running <= held and len(running) == len(busy)
+    return blocked and in_workers > len(busy) and (not queued or len(busy) == len(pool._workers))
 """
+
+
+def _ran(directory):
+    """The arguments of the calls of `step` that ran, in the kernel's working *directory*."""
+    ran = directory / "ran"
+    return [int(line) for line in ran.read_text().split()] if ran.exists() else []
 
 
 def _start_process_pool(kernel, workers=2, options=""):
@@ -197,3 +241,94 @@ def test_sigkill_of_the_kernel_leaves_no_worker(kernel, tmp_path):
     ours = [p.pid for p in kernel.descendants()]
     kill(kernel.pid)  # as the out-of-memory killer kills
     assert wait_gone(ours, timeout=5) == []
+
+
+# region Batches
+
+FAILING_MAP = """
+sizes = batch_sizes()
+failing = set(range(7, 300, 50))
+group = dnb.map(step, range(300), [()] * 300, [()] * 300, [failing] * 300)
+"""
+
+
+def test_a_batched_map_keeps_order_indexes_and_each_calls_error(kernel, tmp_path):
+    _start_process_pool(kernel)
+    kernel.ok(FAILING_MAP)
+    kernel.wait_for("all(f.done() for f in group)")
+    assert kernel.eval("sum(sizes)") == 300 and kernel.eval("max(sizes)") > 1
+    expected = [None if x % 50 == 7 else 2 * x for x in range(300)]
+    assert kernel.eval("[None if f.exception() else f.result() for f in group]") == expected
+    errors = kernel.eval("[str(f.exception()) for f in group if f.exception()]")
+    assert errors == [f"bad {x}" for x in range(300) if x % 50 == 7]
+    labels = kernel.eval("[f.call.label for f in group]")  # as the workers reported them
+    assert labels == [f"step[{x}]" for x in range(300)]
+    assert sorted(_ran(tmp_path)) == list(range(300))
+    failed = kernel.run("map_tasks(step, range(300), [()] * 300, [()] * 300, [failing] * 300)")
+    assert failed.error["evalue"] == "Task 'step[7]' failed with error: bad 7"  # daglite's words
+
+
+def test_the_waiting_calls_of_a_batch_can_be_cancelled(kernel, tmp_path):
+    _start_process_pool(kernel)
+    # Two neighbours are held: one of them has calls behind it in its batch, wherever the
+    # batches begin.
+    kernel.ok("held = {200, 201}\ngroup = dnb.map(step, range(400), [held] * 400)")
+    kernel.wait_for("stalled(group, held)")
+    running = kernel.eval("[i for i, f in enumerate(group) if f.state == 'running']")
+    behind = kernel.eval(
+        "[f.call.index for f in group if not f.done() and f.state != 'running' "
+        "and f.call.future.call_id in {i for w in process_pool()._workers for i in w.calls}]"
+    )
+    assert behind, "no call waited behind a held one in its batch"
+    cancelled = kernel.eval("[i for i, f in enumerate(group) if not f.done() and f.cancel()]")
+    assert set(behind) <= set(cancelled) and not set(running) & set(cancelled)
+    assert kernel.eval(f"group[{running[0]}].cancel()") is False
+    open_gate(tmp_path)
+    kernel.wait_for("all(f.done() for f in group)")
+    states = kernel.eval("[f.state for f in group]")
+    assert [x for x, state in enumerate(states) if state == "cancelled"] == cancelled
+    assert kernel.eval(f"[group[i].result() for i in {running}]") == [2 * i for i in running]
+    ran = _ran(tmp_path)
+    assert not set(ran) & set(cancelled) and len(ran) == 400 - len(cancelled) == len(set(ran))
+
+
+def test_interrupt_during_a_batched_map_cancels_exactly_what_did_not_run(kernel, tmp_path):
+    _start_process_pool(kernel)
+    kernel.ok("tracker = dnb.session.current().tracker")
+    # Held neighbours: calls wait behind one of them on its worker, or in the queue.
+    msg_id = kernel.run("map_tasks(step, range(2000), [{200, 201}] * 2000)", wait=False)
+    wait_until(lambda: arrivals(tmp_path) >= 1, what="a call to be held")
+    kernel.manager.interrupt_kernel()
+    interrupted = kernel.collect(msg_id, timeout=60)
+    assert interrupted.error and interrupted.error["ename"] == "KeyboardInterrupt"
+    open_gate(tmp_path)
+    kernel.wait_for("not tracker.busy")
+    # The map's calls, as many as were submitted before the interrupt, each counted once.
+    total, counts = kernel.eval(
+        "(tracker.recent[-1].group.total, tracker.recent[-1].group.ended_counts)"
+    )
+    ran = _ran(tmp_path)
+    assert counts["cancelled"] == total - len(ran) > 0, (total, counts)
+    assert counts["finished"] + counts["failed"] == len(ran) == len(set(ran)), counts
+    assert kernel.eval("map_tasks(step, [1, 2])") == [2, 4]
+
+
+def test_a_crash_in_the_middle_of_a_batch_costs_only_its_call(kernel, tmp_path):
+    _start_process_pool(kernel)
+    kernel.ok("sizes = batch_sizes()\ngroup = dnb.map(step, range(600), [()] * 600, [{300}] * 600)")
+    kernel.wait_for("all(f.done() for f in group)")
+    assert kernel.eval("max(sizes)") > 1
+    error = kernel.eval("repr(group[300].exception())")
+    assert "WorkerLost" in error and "'step[300]'" in error and "exited with code 7" in error
+    others = kernel.eval("[None if f.exception() else f.result() for f in group]")
+    assert others == [None if x == 300 else 2 * x for x in range(600)]
+    # What ended before the crash without being sent may run again (at least once, as Dask).
+    assert set(_ran(tmp_path)) == set(range(600))
+
+
+def test_redefined_cell_tasks_run_their_new_body_in_batches(kernel):
+    _start_process_pool(kernel)
+    assert kernel.eval("map_tasks(body, range(200))") == [("old", x) for x in range(200)]
+    kernel.ok("sizes = batch_sizes()\n@task\ndef body(x):\n    return ('new', x)")
+    assert kernel.eval("map_tasks(body, range(200))") == [("new", x) for x in range(200)]
+    assert kernel.eval("max(sizes)") > 1
