@@ -164,7 +164,9 @@ def test_late_registration_and_mistakes_show_in_the_panel(kernel):
     _click(kernel, ids["restart"])  # no session: the panel says so, the kernel raises nothing
     no_session = "No daglite session is open"
     kernel.wait_for_update(ids["error"], lambda u: no_session in u.get("value", ""))
-    assert kernel.eval("panel.table.value") == '<i style="color:#6b7280">no tasks yet</i>'
+    assert kernel.eval("panel.table.value") == (
+        '<i style="color:var(--jp-content-font-color2, #6b7280)">no tasks yet</i>'
+    )
 
 
 def test_objects_whose_repr_or_str_raises_break_no_later_cell(kernel):

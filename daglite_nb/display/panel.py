@@ -64,7 +64,7 @@ class Panel:
                 self.picked,
                 self.picked_output,
             ],
-            layout={"border": "1px solid #d1d5db", "padding": "6px"},
+            layout={"border": f"1px solid {render.BORDER}", "padding": "6px"},
         )
         self.backend.observe(self._picked, names="value")
         self._picked_call: int | None = None
@@ -160,7 +160,12 @@ class Panel:
         if current is None:
             self.error.value = ""  # the pick becomes the backend of the next start
             return
-        self._act(lambda: (self._configure(current), current.use(change["new"])))
+
+        def switch() -> None:
+            self._configure(current)
+            current.use(change["new"])
+
+        self._act(switch)
 
     def _start(self) -> None:
         self._act(lambda: session.start(backend=self.backend.value, **self._settings()))
@@ -194,7 +199,7 @@ class Panel:
         try:
             action()
         except UsageError as exc:
-            self.error.value = f'<span style="color:#b91c1c">{html.escape(str(exc))}</span>'
+            self.error.value = f'<span style="color:{render.ERROR}">{html.escape(str(exc))}</span>'
         else:
             self.error.value = ""
         self.changed()
@@ -221,8 +226,8 @@ class Panel:
 
 
 _SETTINGS_HINT = (
-    '<span style="color:#6b7280;font-size:12px">settings (0 or empty = default) apply when a '
-    "backend starts or restarts; processes also sizes a local Dask cluster</span>"
+    f'<span style="color:{render.MUTED};font-size:12px">settings (0 or empty = default) apply '
+    "when a backend starts or restarts; processes also sizes a local Dask cluster</span>"
 )
 
 

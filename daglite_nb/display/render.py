@@ -9,6 +9,7 @@ depends on when it was shown); once it ended they carry its outcome, never timin
 from __future__ import annotations
 
 import html
+import re
 
 from daglite_nb._output import Output
 from daglite_nb._text import Failure
@@ -21,19 +22,42 @@ from daglite_nb.model import STATES
 from daglite_nb.model import Call
 from daglite_nb.model import Group
 
+# Colours follow JupyterLab's theme through its CSS variables, each with a fallback for viewers
+# without them (an exported notebook, nbviewer). Chosen for text with a WCAG contrast of at least
+# 4.5:1 on the notebook's background (--jp-layout-color0) in JupyterLab 4's light and dark themes:
+#   muted      --jp-content-font-color2   light 4.61  dark 9.52
+#   running    --jp-brand-color1          light 4.60  dark 6.04
+#   finished   --jp-success-color0        light 7.87  dark 4.59  (color1: light 4.12)
+#   failed     --jp-error-color1          light 4.98  dark 5.13  (color0: dark 3.79)
+#   cancelled  --jp-warn-color0 mixed 20% toward --jp-ui-font-color0 (black in light, white in
+#              dark)                      light 5.53  dark 8.42  (warn-color0 alone: light 3.79;
+#              no level of --jp-warn-color reaches 4.5 in the light theme)
+MUTED = "var(--jp-content-font-color2, #6b7280)"
+"""The colour of secondary text: facts, hints, folds' titles."""
+
 STYLE = {
-    PENDING: ("○", "#6b7280"),
-    RUNNING: ("▶", "#2563eb"),
-    FINISHED: ("✔", "#15803d"),
-    FAILED: ("✖", "#b91c1c"),
-    CANCELLED: ("⊘", "#b45309"),
+    PENDING: ("○", MUTED),
+    RUNNING: ("▶", "var(--jp-brand-color1, #2563eb)"),
+    FINISHED: ("✔", "var(--jp-success-color0, #15803d)"),
+    FAILED: ("✖", "var(--jp-error-color1, #b91c1c)"),
+    CANCELLED: (
+        "⊘",
+        "color-mix(in srgb, var(--jp-warn-color0, #b45309) 80%, var(--jp-ui-font-color0, #000))",
+    ),
 }
 """Icon and colour of each state."""
 
+ERROR = STYLE[FAILED][1]
+"""The colour of an error message."""
+
+BORDER = "var(--jp-border-color2, #d1d5db)"
+"""The colour of a frame's border."""
+
+TRACK = "var(--jp-layout-color2, #e5e7eb)"
+"""The colour of a progress bar's empty part."""
+
 NESTED_LINES = 6
 """How many nested groups a widget lists under its own line."""
-
-MUTED = "#6b7280"
 
 
 def seconds(value: float) -> str:
@@ -277,15 +301,26 @@ def bar(group: Group, width: int = 240) -> str:
     total = max(sum(counts.values()), 1)
     segments = "".join(
         f'<span title="{count} {state}" style="display:inline-block;height:100%;'
-        f'width:{100 * count / total:.2f}%;background:{STYLE[state][1]}"></span>'
+        f'width:{100 * count / total:.2f}%;{_background(STYLE[state][1])}"></span>'
         for state in (FINISHED, FAILED, CANCELLED, RUNNING)
         if (count := counts[state])
     )
     return (
         f'<span class="daglite-nb-bar" style="display:inline-flex;width:{width}px;height:10px;'
-        'vertical-align:middle;border-radius:3px;overflow:hidden;background:#e5e7eb">'
+        f'vertical-align:middle;border-radius:3px;overflow:hidden;{_background(TRACK)}">'
         f"{segments}</span>"
     )
+
+
+def _background(colour: str) -> str:
+    """A background of *colour*, after its plain fallback.
+
+    JupyterLab's sanitizer (a saved notebook opened again, untrusted) drops declarations with
+    `var()`: text then keeps the theme's own colour, and a bar keeps its fallback colours.
+    """
+    fallback = re.search(r"#[0-9a-fA-F]{3,8}", colour)
+    plain = f"background:{fallback.group()};" if fallback else ""
+    return f"{plain}background:{colour}"
 
 
 def nested_html(children: dict[str, Group] | None, live: bool, depth: int = 1) -> str:
