@@ -11,12 +11,16 @@ Load it in a notebook with `%load_ext daglite_nb`, or use the same API from Pyth
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from collections.abc import Coroutine
 from collections.abc import Iterable
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import TypeVar
+from typing import overload
 
 __version__ = "0.1.0"
 
@@ -25,11 +29,16 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from daglite.tasks import AsyncTaskStream
+    from daglite.tasks import SyncTaskStream
+
     from daglite_nb.backends import BackendTable
     from daglite_nb.futures import LiveFuture
     from daglite_nb.futures import LiveFutureGroup
     from daglite_nb.session import NotebookSession
     from daglite_nb.session import SessionStatus
+
+R = TypeVar("R")
 
 __all__ = [
     "list_backends",
@@ -132,19 +141,69 @@ def stop() -> None:
 # region Tasks
 
 
-def submit(task: Any, /, *args: Any, backend: str | None = None, **kwargs: Any) -> LiveFuture:
+@overload
+def submit(
+    task: SyncTaskStream[Any, R] | AsyncTaskStream[Any, R],
+    /,
+    *args: Any,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> LiveFuture[list[R]]: ...
+
+
+@overload
+def submit(
+    task: Callable[..., Coroutine[Any, Any, R]],
+    /,
+    *args: Any,
+    backend: str | None = None,
+    **kwargs: Any,
+) -> LiveFuture[R]: ...
+
+
+@overload
+def submit(
+    task: Callable[..., R], /, *args: Any, backend: str | None = None, **kwargs: Any
+) -> LiveFuture[R]: ...
+
+
+def submit(task: Any, /, *args: Any, backend: str | None = None, **kwargs: Any) -> LiveFuture[Any]:
     """Submit `task(*args, **kwargs)` to the session's backend (or *backend*).
 
     Returns:
         A `LiveFuture`: a `concurrent.futures.Future` that displays as a live status widget.
-        A failed task's `result()` raises the task's own exception.
+            A failed task's `result()` raises the task's own exception.
     """
     from daglite_nb.session import require  # a module, not the package: the cheaper import
 
     return require().submit(task, args, kwargs, backend)
 
 
-def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFutureGroup:  # noqa: A001
+@overload
+def map(  # noqa: A001
+    task: SyncTaskStream[Any, R] | AsyncTaskStream[Any, R],
+    /,
+    *iterables: Iterable[Any],
+    backend: str | None = None,
+) -> LiveFutureGroup[list[R]]: ...
+
+
+@overload
+def map(  # noqa: A001
+    task: Callable[..., Coroutine[Any, Any, R]],
+    /,
+    *iterables: Iterable[Any],
+    backend: str | None = None,
+) -> LiveFutureGroup[R]: ...
+
+
+@overload
+def map(  # noqa: A001
+    task: Callable[..., R], /, *iterables: Iterable[Any], backend: str | None = None
+) -> LiveFutureGroup[R]: ...
+
+
+def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFutureGroup[Any]:  # noqa: A001
     """Submit *task* once per zipped item of *iterables* (like `map_tasks`, without waiting).
 
     Returns:

@@ -47,11 +47,10 @@ def _as_task(func: Callable[..., Any]) -> Callable[..., Any]:
     if _daglite.is_task(func) or inspect.isfunction(func):
         return func
     description = getattr(func, "__doc__", None)
-    return daglite.task(
-        _partial(func),
-        name=_name(func),
-        description=description if isinstance(description, str) else "",
+    decorate = daglite.task(
+        name=_name(func), description=description if isinstance(description, str) else ""
     )
+    return decorate(_partial(func))
 
 
 def _name(func: Callable[..., Any]) -> str:

@@ -9,6 +9,7 @@ import contextvars
 import dataclasses
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from daglite._context import BackendContext
@@ -42,9 +43,16 @@ def session_context(ctx: contextvars.Context) -> SessionContext | None:
     return ctx.run(SessionContext.__var__.get)
 
 
-def active_manager(ctx: contextvars.Context) -> BackendManager | None:
-    """Return the session-scoped `BackendManager` active in *ctx*."""
-    return ctx.run(BackendManager._active.get)
+def active_manager(ctx: contextvars.Context) -> BackendManager:
+    """Return the session-scoped `BackendManager` active in *ctx* (where a session is open).
+
+    Raises:
+        RuntimeError: If no daglite session is open in *ctx*.
+    """
+    manager = ctx.run(BackendManager._active.get)
+    if manager is None:
+        raise RuntimeError("No daglite session is open in this context.")
+    return manager
 
 
 def apply_session(session: SessionContext | None, manager: BackendManager | None) -> None:
@@ -202,7 +210,7 @@ def running_workflow() -> str | None:
     daglite's session hooks do not say which workflow opened the session: its `__call__`
     frame does.
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     for _ in range(32):
         if frame is None:
             return None

@@ -28,6 +28,7 @@ from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
 from daglite_nb._events import unwrap
 from daglite_nb._pool import WorkerPool
+from daglite_nb.model import Call
 
 
 class NotebookInlineBackend(InlineBackend):
@@ -126,7 +127,7 @@ class NotebookProcessBackend(Backend):
             map_index=index,
             tag=record_id,
             fresh=not index,
-            adopt=func.adopt if record_id is not None else None,
+            adopt=func.adopt if isinstance(func, Call) else None,
         )
 
     def _stop(self) -> None:

@@ -132,7 +132,7 @@ def _store(name: str, store: type[Any], path: str | None) -> Any:
         ) from None
 
 
-def _settings_overrides(options: SessionOptions) -> dict[str, int]:
+def _settings_overrides(options: SessionOptions) -> dict[str, Any]:
     overrides = {
         "max_backend_threads": options.max_threads,
         "max_parallel_processes": options.max_processes,

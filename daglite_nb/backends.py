@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
+from typing import cast
 
 from daglite.backends.base import Backend
 from IPython.core.error import UsageError
@@ -27,6 +28,7 @@ from daglite_nb._local import NotebookThreadBackend
 from daglite_nb._text import excerpt
 from daglite_nb._text import reason
 from daglite_nb.futures import LiveFuture
+from daglite_nb.model import Call
 from daglite_nb.model import Group
 from daglite_nb.model import current_call
 from daglite_nb.tracking import Tracker
@@ -180,6 +182,7 @@ class _Tracked:
     carry daglite's context.
     """
 
+    name: str
     _tracker: Tracker
     _backend_submit: Callable[..., Future[Any]]
     """The backend's own `_submit` (looked up once, not through `super()` on every call)."""
@@ -207,7 +210,7 @@ class _Tracked:
         named = self._named
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
-        parent = current_call.get()  # in the kernel: a Call or None
+        parent = cast("Call | None", current_call.get())  # in the kernel: a Call or None
         call = tracker.submitted(
             named[1],
             self.name,

@@ -38,8 +38,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
+from typing import IO
 from typing import Any
 from typing import ClassVar
+from typing import cast
 
 if importlib.util.find_spec("distributed") is None:
     raise ImportError("the dask backend needs distributed: pip install 'daglite-nb[dask]'")
@@ -256,7 +258,7 @@ class _ClusterHost:
             BackendError: If the cluster did not start: why, in a sentence on the first line of
                 the message, and the helper's log on the next lines.
         """
-        ready = self._process.stdout
+        ready = cast(IO[bytes], self._process.stdout)  # a pipe: Popen(stdout=PIPE)
         logged, since = -1, time.monotonic()
         while not select.select([ready], [], [], _STALL_CHECK_SECONDS)[0]:
             size = os.fstat(self._log.fileno()).st_size
@@ -647,7 +649,7 @@ _contexts: dict[str, BackendContext] = {}
 _contexts_lock = threading.Lock()
 
 
-def _worker_context(setup: _WorkerSetup, worker: Any, key: str) -> BackendContext:
+def _worker_context(setup: _WorkerSetup, worker: Any, key: Any) -> BackendContext:
     """A fresh daglite `BackendContext` for one call of the task *key* on *worker*."""
     with _contexts_lock:
         base = _contexts.get(setup.id)

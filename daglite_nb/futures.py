@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Generic
 from typing import TypeVar
+from typing import overload
 
 from daglite_nb.model import Call
 from daglite_nb.model import Group
@@ -74,7 +75,7 @@ async def _result_awake(future: Future[R]) -> R:
     return future.result()
 
 
-class LiveFuture(Future, Generic[R]):  # type: ignore[type-arg]
+class LiveFuture(Future[R], Generic[R]):
     """A `concurrent.futures.Future` that knows its task's state and shows it live.
 
     On the backends that run calls in the kernel's process (inline, thread) it *is* the
@@ -163,7 +164,13 @@ class LiveFutureGroup(Sequence[LiveFuture[R]]):
         self.group = group
         self._futures = futures
 
-    def __getitem__(self, index: Any) -> Any:
+    @overload
+    def __getitem__(self, index: int) -> LiveFuture[R]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LiveFuture[R]]: ...
+
+    def __getitem__(self, index: int | slice) -> LiveFuture[R] | list[LiveFuture[R]]:
         return self._futures[index]
 
     def __len__(self) -> int:

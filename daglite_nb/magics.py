@@ -22,8 +22,10 @@ import tokenize
 from collections import ChainMap
 from typing import Any
 from typing import NoReturn
+from typing import cast
 
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics
 from IPython.core.magic import line_cell_magic
 from IPython.core.magic import magics_class
@@ -162,13 +164,18 @@ class DagliteMagics(Magics):
         True, help="Whether map_tasks calls show a progress bar when a start does not say."
     ).tag(config=True)
 
+    @property
+    def _ipython(self) -> InteractiveShell:
+        """The shell the magics are registered with (set once they are loaded)."""
+        return cast(InteractiveShell, self.shell)
+
     @line_cell_magic
     @no_var_expand
     @needs_local_scope
     def daglite(  # noqa: D102
         self, line: str, cell: str | None = None, local_ns: dict[str, Any] | None = None
     ) -> Any:
-        namespace = self.shell.user_ns if local_ns is None else local_ns
+        namespace = self._ipython.user_ns if local_ns is None else local_ns
         try:
             args, extra = self.parser.parse_known_args(self._words(line, namespace))
         except _HelpShown:
@@ -197,7 +204,7 @@ class DagliteMagics(Magics):
         submit = _SUBMIT.match(line)
         if submit:
             return ["submit", *_python_words(line[submit.end() :])]
-        return _shell_words(_expand(line, self.shell.user_ns, namespace))
+        return _shell_words(_expand(line, self._ipython.user_ns, namespace))
 
     def _start(self, args: argparse.Namespace) -> None:
         daglite_nb.start(
@@ -223,7 +230,7 @@ class DagliteMagics(Magics):
         code = _compile_call(" ".join(args.call))
         try:
             task, call_args, kwargs = eval(
-                code, self.shell.user_ns, ChainMap({_PACK: _pack}, namespace)
+                code, self._ipython.user_ns, ChainMap({_PACK: _pack}, namespace)
             )
         except Exception as exc:
             raise UsageError(
@@ -254,7 +261,7 @@ class DagliteMagics(Magics):
                 "The cell magic takes only --backend NAME: %%daglite --backend thread."
             )
         with daglite_nb.using(args.cell_backend):
-            self.shell.run_cell(cell)
+            self._ipython.run_cell(cell)
 
 
 # region Reading lines

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import wait
 from dataclasses import dataclass
 from typing import Any
+from typing import cast
 
 import daglite
 from daglite.backends.base import Backend
@@ -127,7 +128,7 @@ class NotebookSession:
     @property
     def backend(self) -> str:
         """The default backend of later cells."""
-        return self._daglite.backend
+        return cast(str, self._daglite.backend)  # named when the session opens, never unset
 
     @property
     def closed(self) -> bool:
@@ -142,7 +143,7 @@ class NotebookSession:
         options = self.options.backend_options(name)
         if options:
             try:
-                backend_class = backend_class.configure(**options)
+                backend_class = cast(Any, backend_class).configure(**options)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise UsageError(
                     f"Backend {name!r} does not take these options: {reason(exc)}."
@@ -213,7 +214,7 @@ class NotebookSession:
         Raises:
             UsageError: If the name is unknown or the backend cannot start.
         """
-        canonical = self._daglite.backend if name is None else registry.resolve(name).name
+        canonical = self.backend if name is None else registry.resolve(name).name
         started = _daglite.started_backend(self._manager, canonical)
         if started is not None and not self._closed:
             return started
