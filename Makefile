@@ -7,8 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8888
 
-OLDEST ?= python3.10
-NEWEST ?= python3.13
+# The oldest and newest supported Pythons: pyenv's, where it has them, else the ones on PATH.
+OLDEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
+NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 
 .PHONY: lab test compat env chromium notebooks docs clean
 
