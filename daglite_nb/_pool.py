@@ -53,6 +53,12 @@ LOCK_SECONDS = 1.0
 BATCH_SECONDS = 0.02
 """How long the calls of one batch should run together, at the pace measured so far."""
 
+MAX_BATCH = 1000
+"""The most calls in one batch (a worker has `_worker.SLOTS` cancel flags for two)."""
+
+AHEAD_BYTES = 32 * 1024
+"""The largest batch sent ahead to a busy worker: half of a pipe's buffer on Linux."""
+
 
 class WorkerLost(BackendError):
     """The process worker running a call ended before the call did."""
@@ -129,7 +135,7 @@ class _Function:
         """How many of its calls go to a worker at once: `BATCH_SECONDS` of work, or *share*."""
         if self.seconds is None:
             return 1
-        return max(1, min(share, int(BATCH_SECONDS / max(self.seconds, 1e-7))))
+        return max(1, min(share, MAX_BATCH, int(BATCH_SECONDS / max(self.seconds, 1e-7))))
 
 
 class _Worker:
@@ -293,11 +299,13 @@ class WorkerPool:
     def cancel(self, future: PoolFuture) -> bool:
         """Cancel the call of *future* unless a worker started it; return whether it did.
 
-        A waiting call is dropped when its turn comes. The worker holding a call is told under
-        its `Progress.lock`, and so is one that gets calls cancelled on their way to it (see
-        `_send_calls`): it starts none of them.
+        A waiting call is dropped when its turn comes. A call a worker holds is flagged in its
+        `Progress`, and so is one cancelled on its way to a worker (see `_send_calls`): the
+        worker starts none of them.
         """
         with self._sending:
+            if future.dropped:
+                return True
             worker = next((w for w in self._workers if future.call_id in w.calls), None)
             if worker is None:
                 future.dropped = Future.cancel(future)
@@ -308,7 +316,7 @@ class WorkerPool:
                 if worker.started(future.call_id) or not Future.cancel(future):
                     return False
                 future.dropped = True
-                _cancel(worker, future.call_id)
+                worker.progress.cancel(worker.order[future.call_id])
                 return True
             finally:
                 worker.progress.lock.release()
@@ -326,7 +334,7 @@ class WorkerPool:
             for call in worker.calls.values():
                 _settle(call.future, error=stopped)
             if not worker.calls:
-                _send(worker, ("stop",))
+                _send(worker, _pickled(("stop",)))
         for worker in busy:
             worker.process.terminate()
         for worker in self._workers:
@@ -380,7 +388,7 @@ class WorkerPool:
                 batch = self._next_batch(share)
                 if not batch:
                     return
-                self._send_calls(worker, batch)
+                self._send_calls(worker, batch, ahead=depth > 0)
 
     def _next_batch(self, share: int) -> list[_Call]:
         """The next waiting calls of one callable, as many as its `batch_size`."""
@@ -404,30 +412,35 @@ class WorkerPool:
                 return call
         return None
 
-    def _send_calls(self, worker: _Worker, calls: list[_Call]) -> None:
-        """Send *calls* (of one callable) to *worker*, as one batch.
+    def _send_calls(self, worker: _Worker, calls: list[_Call], ahead: bool) -> None:
+        """Send *calls* (of one callable) to *worker*, as one batch, or put them back in front.
 
+        A batch sent *ahead*, while the worker runs another, must fit in its pipe, so that
+        sending it never waits for a busy worker; a larger one waits until the worker is idle.
         If the worker died meanwhile, its sentinel tells, and the calls go back to the queue.
         """
         arguments, calls = _pickle_arguments(calls)
         if not calls:
             return
-        if worker.context_version != self._context_version:
-            worker.context_version = self._context_version
-            _send(worker, ("context", self._daglite_context))
         function = calls[0].function
-        blob = None if worker.functions.remember(function.id) else function.blob
+        blob = None if function.id in worker.functions else function.blob
         header = [(call.id, call.tag, call.map_index) for call in calls]
+        run = _pickled(("run", function.id, blob, header, arguments))
+        stale = worker.context_version != self._context_version
         with self._sending:
-            if not _lock(worker):  # it died holding it: its sentinel tells
+            if (ahead and (stale or len(run) > AHEAD_BYTES)) or not _lock(worker):
                 self._waiting.extendleft(reversed(calls))
                 return
             try:
+                if stale:
+                    worker.context_version = self._context_version
+                    _send(worker, _pickled(("context", self._daglite_context)))
+                worker.functions.remember(function.id)
                 worker.takes(calls)
-                _send(worker, ("run", function.id, blob, header, arguments))
+                _send(worker, run)
                 for call in calls:
                     if call.future.dropped:  # meanwhile
-                        _cancel(worker, call.id)
+                        worker.progress.cancel(worker.order[call.id])
             finally:
                 worker.progress.lock.release()
 
@@ -529,10 +542,14 @@ class WorkerPool:
 # region Helpers
 
 
-def _send(worker: _Worker, message: tuple[Any, ...]) -> bool:
-    """Send *message* to *worker*; return False if its pipe is gone."""
+def _pickled(message: tuple[Any, ...]) -> bytes:
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+
+
+def _send(worker: _Worker, message: bytes) -> bool:
+    """Send the pickled *message* to *worker*; return False if its pipe is gone."""
     try:
-        worker.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        worker.conn.send_bytes(message)
     except OSError:
         return False
     return True
@@ -541,12 +558,6 @@ def _send(worker: _Worker, message: tuple[Any, ...]) -> bool:
 def _lock(worker: _Worker) -> bool:
     """Take *worker*'s `Progress.lock`; False if a worker that died holding it keeps it."""
     return worker.progress.lock.acquire(timeout=LOCK_SECONDS)
-
-
-def _cancel(worker: _Worker, call_id: int) -> None:
-    """Tell *worker* not to start the call *call_id* (then count it: see `_worker.Runner`)."""
-    if _send(worker, ("cancel", call_id)):
-        worker.progress.count_cancel()
 
 
 def _indexed(name: str, map_index: int | None) -> str:

@@ -8,6 +8,7 @@ outcomes, and the daglite events its tasks report.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -16,7 +17,6 @@ import signal
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -56,17 +56,14 @@ def serve(
     _daglite.enter_worker_context(reporter, daglite_context, dataset_queue)
     outbox.send(("ready",))
     functions = FunctionCache()
-    runner = Runner(conn, progress, outbox)
+    runner = Runner(progress, outbox)
     while True:
         try:
-            message = runner.next_message()
+            message = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if message[0] == "stop":
             return
-        if message[0] == "cancel":
-            runner.cancelled.add(message[1])
-            continue
         if message[0] == "context":
             _daglite.enter_worker_context(reporter, message[1], dataset_queue)
             continue
@@ -79,23 +76,28 @@ def serve(
         outbox.flush()
 
 
-class Progress:
-    """What a worker and the kernel share in memory, read without a message.
+SLOTS = 4096
+"""The cancel flags a worker has: more than the calls it ever holds (two `_pool.MAX_BATCH`)."""
 
-    A call starts under `lock`, after the worker read the cancellations sent so far; the kernel
-    cancels a call a worker holds under `lock` too, so a call is either started or cancelled,
-    never both.
+
+class Progress:
+    """What a worker and the kernel share in memory, read and written without a message.
+
+    The worker numbers the calls it is sent in order (their places, as the kernel does). A call
+    starts under `lock`, after the worker took its cancel flag; the kernel cancels a call that a
+    worker holds under `lock` too, by setting that flag, so a call is either started or
+    cancelled, never both, and cancelling never waits for a busy worker to read a message.
 
     Attributes:
         running: The id of the call the worker runs now, -1 between calls (whom a crash costs).
-        started: The id of the call it started last: in its batch, that call and those before
-            it can no longer be cancelled.
-        cancels: How many cancellations the kernel sent it (see `Runner`).
+        started: The id of the call it started last: that call and those before it can no
+            longer be cancelled.
         lock: Held to start a call, and to cancel one.
     """
 
     def __init__(self, context: Any) -> None:
-        self._values = context.RawArray("q", [-1, -1, 0])
+        self._values = context.RawArray("q", [-1, -1])
+        self._cancelled = context.RawArray("b", SLOTS)
         self.lock = context.Lock()
 
     @property
@@ -114,39 +116,28 @@ class Progress:
         """The running call ended."""
         self._values[0] = -1
 
-    @property
-    def cancels(self) -> int:  # noqa: D102
-        return self._values[2]
+    def cancel(self, place: int) -> None:
+        """The kernel cancels the call at *place* (under `lock`, before the worker reached it)."""
+        self._cancelled[place % SLOTS] = 1
 
-    def count_cancel(self) -> None:
-        """The kernel sent one more cancellation (only the kernel counts)."""
-        self._values[2] += 1
+    def take(self, place: int) -> bool:
+        """The worker reached the call at *place*: whether it was cancelled (the flag clears)."""
+        cancelled = self._cancelled[place % SLOTS] == 1
+        self._cancelled[place % SLOTS] = 0
+        return cancelled
 
 
 class Runner:
     """Runs the calls of each message from the kernel (a batch), one after another.
 
     Each call's outcome goes to the outbox as it ends: (call id, ok, result or error, seconds
-    it ran); ok is None for a call cancelled before it started. Before each call the runner
-    reads the cancellations the kernel sent, if the kernel counted new ones in `Progress`: it
-    counts a cancellation after it sent it, so the count never runs ahead of the pipe. What
-    else it finds there meanwhile (the next batch) waits for `next_message`.
+    it ran); ok is None for a call cancelled before it started (see `Progress`).
     """
 
-    def __init__(self, conn: Any, progress: Progress, outbox: Outbox) -> None:
-        self._conn = conn
+    def __init__(self, progress: Progress, outbox: Outbox) -> None:
         self._progress = progress
-        self._cancels_read = 0
         self._outbox = outbox
-        self._later: deque[tuple[Any, ...]] = deque()
-        self.cancelled: set[int] = set()
-        """Ids of cancelled calls this worker holds and has not reached yet."""
-
-    def next_message(self) -> tuple[Any, ...]:
-        """The next message from the kernel, waiting for it if need be."""
-        if self._later:
-            return self._later.popleft()
-        return pickle.loads(self._conn.recv_bytes())
+        self._places = itertools.count()
 
     def run(self, func: Callable[..., Any], header: list[Any], arguments: bytes) -> None:
         """Run the calls of *header* (id, tag, map index) with their pickled *arguments*."""
@@ -155,31 +146,21 @@ class Runner:
         except BaseException as exc:
             failure = error_payload(exc)
             for call_id, _, _ in header:
-                self.cancelled.discard(call_id)
+                with self._progress.lock:  # as if it started: the kernel cancels it no more
+                    self._progress.take(next(self._places))
+                    self._progress.start(call_id)
                 self._outbox.ended((call_id, False, failure, 0.0))
+            self._progress.stop()
             return
         for (call_id, tag, map_index), (args, kwargs) in zip(header, calls, strict=True):
             with self._progress.lock:
-                self._read_cancels()
-                cancelled = call_id in self.cancelled
+                cancelled = self._progress.take(next(self._places))
                 if not cancelled:
                     self._progress.start(call_id)
             if cancelled:
-                self.cancelled.discard(call_id)
                 self._outbox.ended((call_id, None, None, 0.0))
             else:
                 self._outbox.ended(self._run_one(func, call_id, tag, map_index, args, kwargs))
-
-    def _read_cancels(self) -> None:
-        count = self._progress.cancels
-        if count != self._cancels_read:
-            self._cancels_read = count
-            while self._conn.poll():
-                message = pickle.loads(self._conn.recv_bytes())
-                if message[0] == "cancel":
-                    self.cancelled.add(message[1])
-                else:
-                    self._later.append(message)
 
     def _run_one(
         self,

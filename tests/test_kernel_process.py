@@ -65,13 +65,13 @@ def process_pool():
     return dnb.session.current().backend_instance("process")._pool
 
 def batch_sizes():
-    # The size of each batch the process pool sends from now on.
-    pool = process_pool()
-    sizes, send = [], pool._send_calls
+    # The size of each batch the process pool hands a worker from now on.
+    from daglite_nb import _pool
+    sizes, takes = [], _pool._Worker.takes
     def counted(worker, calls):
         sizes.append(len(calls))
-        send(worker, calls)
-    pool._send_calls = counted
+        takes(worker, calls)
+    _pool._Worker.takes = counted
     return sizes
 
 def stalled(group, held):
