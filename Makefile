@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine with Python >= 3.10:
+# Two entry points for a fresh machine with Python >= 3.11:
 #   make lab   — create .venv and open JupyterLab on the tutorial notebooks (the main job)
 #   make test  — create .venv, set up what the tests need, and run the whole test suite (also on
 #                the oldest Python with the lowest dependencies and on the newest Python)
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 8888
 
 # The oldest and newest supported Pythons: pyenv's, where it has them, else the ones on PATH.
-OLDEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
+OLDEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.11*/bin/python3.11) python3.11)
 NEWEST ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
 
 .PHONY: lab test compat env chromium notebooks docs clean

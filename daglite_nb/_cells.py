@@ -11,6 +11,10 @@ import sys
 from typing import Any
 
 from IPython import get_ipython
+from IPython import version_info
+
+COUNTED_FIRST = version_info >= (9, 8)
+"""Whether IPython counts a cell before its `pre_run_cell` (from 9.8 on), or after it."""
 
 
 def pre_run_cell(info: Any = None) -> None:
@@ -25,8 +29,8 @@ def pre_run_cell(info: Any = None) -> None:
         _daglite.apply_session(None, None)
     else:
         shell = get_ipython()
-        # IPython has already counted this cell: its own number is one less.
-        current.enter_cell(shell.execution_count - 1 if shell is not None else None)
+        own = shell.execution_count - COUNTED_FIRST if shell is not None else None
+        current.enter_cell(own)
 
 
 def post_run_cell(result: Any) -> None:
