@@ -198,7 +198,7 @@ class _Worker:
         if depth == 0:
             return True
         seconds = self.batches[0][1].seconds
-        return depth == 1 and seconds is not None and seconds < BATCH_SECONDS
+        return seconds is not None and seconds < BATCH_SECONDS
 
 
 class WorkerPool:

@@ -264,34 +264,32 @@ class Outbox:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._lock = threading.Lock()
-        self._events: list[tuple[Any, Any]] = []
-        self._outcomes: list[tuple[Any, ...]] = []
+        self._piles: tuple[list[Any], list[Any]] = ([], [])
+        """The events and the outcomes not sent yet (a new pair after each send)."""
         self._pacer = Pacer(self.flush, "daglite-nb-outbox")
 
     def report(self, event_type: Any, event_data: Any) -> None:
         """Add one of daglite's events."""
-        with self._lock:
-            first = not self._events and not self._outcomes
-            self._events.append((event_type, event_data))
-        if first:
-            self._pacer.poke()
+        self._add(0, (event_type, event_data))
 
     def ended(self, outcome: tuple[Any, ...]) -> None:
         """Add the outcome of a call (see `Runner`)."""
+        self._add(1, outcome)
+
+    def _add(self, pile: int, item: Any) -> None:
         with self._lock:
-            first = not self._events and not self._outcomes
-            self._outcomes.append(outcome)
+            first = not any(self._piles)
+            self._piles[pile].append(item)
         if first:
             self._pacer.poke()
 
     def flush(self) -> None:
         """Send what piled up, if anything."""
         with self._lock:
-            if not self._events and not self._outcomes:
+            if not any(self._piles):
                 return
-            message = ("sent", self._events, self._outcomes)
-            self._events, self._outcomes = [], []
-            self._send(_sendable(message))
+            (events, outcomes), self._piles = self._piles, ([], [])
+            self._send(_sendable(("sent", events, outcomes)))
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send *message* at once."""
