@@ -306,6 +306,20 @@ def _write(link: Call | int, text: str) -> bool:
 _events: NotebookEvents | None = None
 
 
+def reports_to(report: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """Where a pool hands its workers' events: daglite-nb's own reports straight to the tracker.
+
+    Every other event (daglite's task logger, other plugins) goes to *report*, daglite's event
+    reporter of the session.
+    """
+    own = events()._on_report
+
+    def hand(event_type: Any, event_data: Any) -> None:
+        (own if event_type == EVENT else report)(event_type, event_data)
+
+    return hand
+
+
 def events() -> NotebookEvents:
     """The plugin of this process, registered with daglite's global plugins on first use."""
     global _events

@@ -26,6 +26,7 @@ from daglite.backends.local import ThreadBackend
 from daglite_nb import _daglite
 from daglite_nb._daglite import BackendContext
 from daglite_nb._daglite import SubmitContext
+from daglite_nb._events import reports_to
 from daglite_nb._events import unwrap
 from daglite_nb._pool import WorkerPool
 from daglite_nb.model import Call
@@ -100,7 +101,7 @@ class NotebookProcessBackend(Backend):
             _daglite.backend_settings(self).max_parallel_processes,
             context.to_dict(),
             self._datasets.queue,
-            on_event=reporter.report if reporter is not None else _ignore_event,
+            on_event=reports_to(reporter.report if reporter is not None else _ignore_event),
             name_of=_daglite.task_name,
         )
 

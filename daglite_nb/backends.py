@@ -15,7 +15,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
-from typing import cast
 
 from daglite.backends.base import Backend
 from IPython.core.error import UsageError
@@ -210,7 +209,7 @@ class _Tracked:
         named = self._named
         if named[0] is not func:  # a fan-out submits one callable many times: name it once
             named = self._named = (func, _daglite.task_name(func))
-        parent = cast("Call | None", current_call.get())  # in the kernel: a Call or None
+        parent: Call | None = current_call.get()  # type: ignore[assignment]  # a Call in the kernel
         call = tracker.submitted(
             named[1],
             self.name,

@@ -82,6 +82,8 @@ class Call:
         live_future: A call submitted with `dnb.submit` to a backend elsewhere: the caller's
             `LiveFuture`, which gets the outcome when the call ends.
         children: The groups of the fan-outs this call made, by task name.
+        alone: Whether it is shown on its own (with its result), not counted in a group: it has
+            neither a group nor a parent.
         func: While a submitted call has not ended: the task it runs (see `__call__`).
         tracker: Likewise, the tracker it reports its end to.
         direct: Whether it is daglite-nb's own call (`dnb.submit`, `dnb.map`): it raises a
@@ -115,6 +117,7 @@ class Call:
         "future",
         "live_future",
         "children",
+        "alone",
         "func",
         "tracker",
         "direct",
@@ -131,6 +134,8 @@ class Call:
         group: Group | None = None,
         text: str | None = None,
         index: int | None = None,
+        func: Callable[..., Any] | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.id = call_id
         self.name = name
@@ -156,8 +161,9 @@ class Call:
         self.future: Future[Any] | None = None
         self.live_future: LiveFuture[Any] | None = None
         self.children: dict[str, Group] | None = None
-        self.func: Callable[..., Any] | None = None
-        self.tracker: Tracker | None = None
+        self.alone = group is None and parent is None
+        self.func = func
+        self.tracker = tracker
         self.direct = False
         self.context: contextvars.Context | None = None
 
@@ -218,11 +224,6 @@ class Call:
             future.cancel()
         else:
             tracker.adopt(self, future)
-
-    @property
-    def alone(self) -> bool:
-        """Whether it is shown on its own (with its result), not counted in a group."""
-        return self.group is None and self.parent is None
 
     def __reduce__(self) -> Any:
         # Pickled, a submitted call travels as its task and its id (to another process).

@@ -155,8 +155,9 @@ class Tracker:
                 group = fan_group
             else:
                 group, opened = self._map_group(name, backend, parent, map_index, func)
-        call = Call(self._ids(), name, backend, self.cell, parent, group, text, map_index)
-        call.func, call.tracker = func, self
+        call = Call(
+            self._ids(), name, backend, self.cell, parent, group, text, map_index, func, self
+        )
         if direct:
             call.direct = True
         idle = not self.live

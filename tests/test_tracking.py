@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from daglite_nb import _events
 from daglite_nb._text import Failure
 from daglite_nb.futures import LiveFuture
 from daglite_nb.futures import LiveFutureGroup
@@ -60,6 +61,21 @@ def test_a_submitted_call_goes_pending_running_finished():
     assert call.state == "finished" and call.outcome == "42"
     assert _nonzero(tracker.counts) == {"finished": 1}
     assert not tracker.busy and list(tracker.recent) == [call]
+
+
+def test_a_pools_reports_reach_the_tracker_and_other_events_daglite_s_reporter(monkeypatch):
+    tracker = Tracker()
+    monkeypatch.setattr(_events.events(), "tracker", tracker)
+    others: list[tuple[object, object]] = []
+    hand = _events.reports_to(lambda event_type, data: others.append((event_type, data)))
+    call, _ = _submit(tracker)
+    task = uuid.uuid4()
+    started = ("started", task, call.id, "work", None, None, "process", False, "pid 7", False, 1.0)
+    hand(_events.EVENT, started)
+    hand("daglite.log", {"message": "hello"})
+    hand(_events.EVENT, ("finished", task, call.id, 2.0))
+    assert (call.state, call.worker, call.started, call.ended) == ("finished", "pid 7", 1.0, 2.0)
+    assert others == [("daglite.log", {"message": "hello"})]
 
 
 def test_the_future_ends_a_call_that_no_hook_ended():
