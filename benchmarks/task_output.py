@@ -8,7 +8,9 @@ stream (daglite-nb's stream wrapper is taken off while it runs); daglite-nb keep
 with its call, live progress shown. Rounds alternate plain and captured, three tries each,
 keeping each side's best (as `live_futures.py` does); the figures are the median and range of
 the rounds' ratios, in wall time and in the kernel's CPU time. Instruction counts of the same
-tasks without the sleep come from `instructions.py` (its `print` row).
+tasks without the sleep come from `instructions.py` (its `print` row). Last, the cost of one
+`print` in the kernel's CPU time (every thread, ipykernel's I/O thread included): a task that
+prints 20,000 lines, its lines captured by daglite-nb or written to ipykernel's stream.
 
 Run: `.venv/bin/python benchmarks/task_output.py` (figures in docs/performance.md).
 """
@@ -26,6 +28,7 @@ RUNS = {  # name: backend, task, tasks
 }
 ROUNDS = 11
 TRIES = 3
+PRINTS = 20_000
 
 SETUP = """
 import contextvars, gc, json, sys, time
@@ -42,6 +45,14 @@ def talk(x):
 def quiet(x):
     time.sleep(0.001)
     return x
+
+@task
+def chatty(n):
+    # seconds of the kernel's CPU per printed line
+    c0 = time.process_time()
+    for i in range(n):
+        print("task", i, "did its part")
+    return (time.process_time() - c0) / n
 
 def timed(func, *args):
     gc.collect()
@@ -88,6 +99,11 @@ def main() -> None:
     try:
         cells.rounds(SETUP, ROUND, ROUNDS)
         times = cells.value("times")
+        cells.run(
+            f"per_print = [(plains['thread'].run(plain_stream, chatty, {PRINTS}),"
+            f" dnb.submit(chatty, {PRINTS}, backend='thread').result()) for _ in range(5)]"
+        )
+        per_print = cells.value("per_print")
     finally:
         cells.close()
     print(f"map_tasks of 1 ms tasks, plain daglite vs daglite-nb, one kernel, {ROUNDS} rounds:")
@@ -103,6 +119,9 @@ def main() -> None:
                 f" ratio median {statistics.median(ratios):.3f}x"
                 f" ({min(ratios):.3f}-{max(ratios):.3f}x)"
             )
+    print(f"one print, kernel CPU (median of 5 tasks printing {PRINTS} lines each):")
+    for i, side in enumerate(("to ipykernel's stream", "captured by daglite-nb")):
+        print(f"  {side:<24} {statistics.median(p[i] for p in per_print) * 1e6:.1f} µs")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,23 @@ def stop() -> None:
     session.stop()
 
 
+_require: Callable[[], NotebookSession] | None = None
+
+
+def _open_session() -> NotebookSession:
+    """The open session (`session.require`) for calls made in loops: `submit`, `map`.
+
+    Its module is imported on first use (`%load_ext` stays light), then looked up no more: an
+    import statement in a function costs more than the rest of its lookup.
+    """
+    global _require
+    if _require is None:
+        from daglite_nb.session import require
+
+        _require = require
+    return _require()
+
+
 # region Tasks
 
 
@@ -174,9 +191,7 @@ def submit(task: Any, /, *args: Any, backend: str | None = None, **kwargs: Any) 
         A `LiveFuture`: a `concurrent.futures.Future` that displays as a live status widget.
             A failed task's `result()` raises the task's own exception.
     """
-    from daglite_nb.session import require  # a module, not the package: the cheaper import
-
-    return require().submit(task, args, kwargs, backend)
+    return _open_session().submit(task, args, kwargs, backend)
 
 
 @overload
@@ -209,9 +224,7 @@ def map(task: Any, /, *iterables: Any, backend: str | None = None) -> LiveFuture
     Returns:
         A `LiveFutureGroup`: the futures in order, with `.results()`, shown as one progress bar.
     """
-    from daglite_nb.session import require
-
-    return require().map(task, iterables, backend)
+    return _open_session().map(task, iterables, backend)
 
 
 async def wait(
