@@ -347,7 +347,9 @@ class Group:
             states = {child.state for child in list(self.children.values())}
             return next((s for s in (FAILED, CANCELLED) if s in states), FINISHED)
         ended = self.ended_counts
-        if not self.total or not self.complete:
+        if not self.total:
+            return FINISHED if self.ended else PENDING  # a fan-out of nothing finishes at once
+        if not self.complete:
             return RUNNING if self.done or _any_running(list(self.live)) else PENDING
         if ended[FAILED]:
             return FAILED

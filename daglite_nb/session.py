@@ -275,20 +275,24 @@ class NotebookSession:
     def map(
         self, func: Any, iterables: tuple[Any, ...], backend: str | None
     ) -> LiveFutureGroup[Any]:
-        """Submit *func* once per zipped item of *iterables*; return the futures as one group."""
+        """Submit *func* once per zipped item of *iterables*; return the futures as one group.
+
+        Raises:
+            UsageError: If *iterables* is empty or one of them is not iterable.
+        """
+        if not iterables:
+            raise UsageError("map takes a task and its arguments' iterables: map(task, [1, 2, 3]).")
+        items = zip(*map(_iterator, iterables), strict=False)
         call, name = self._backend_callable(func, "map")
         instance = self.backend_instance(backend)
         group = self.tracker.group("dnb.map", name, instance.name)
-        return self._in_session(self._map_direct, instance, call, iterables, group)
+        return self._in_session(self._map_direct, instance, call, items, group)
 
     def _map_direct(
-        self, instance: Any, call: Any, iterables: Any, group: Group
+        self, instance: Any, call: Any, items: Any, group: Group
     ) -> LiveFutureGroup[Any]:
         submit = instance.submit_direct
-        futures = [
-            submit(call, args, {}, index, group)
-            for index, args in enumerate(zip(*iterables, strict=False))
-        ]
+        futures = [submit(call, args, {}, index, group) for index, args in enumerate(items)]
         self.tracker.close(group)
         return LiveFutureGroup(group, futures)
 
@@ -394,6 +398,16 @@ def _canonical_name(name: str) -> str:
         return registry.resolve(name).name
     except UsageError:
         return name  # daglite reports the unknown name itself
+
+
+def _iterator(iterable: Any) -> Any:
+    """An iterator of *iterable*, the arguments of a `map`."""
+    try:
+        return iter(iterable)
+    except TypeError:
+        raise UsageError(
+            f"map takes iterables of arguments; {excerpt(iterable)} is not one."
+        ) from None
 
 
 def _start_failure(name: str, error: Exception) -> str:

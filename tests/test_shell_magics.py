@@ -163,6 +163,13 @@ def test_python_api_mistakes_are_usage_errors(ip, session):
         daglite_nb.submit([0] * 10_000)
     with pytest.raises(UsageError, match=_literal("max_threads must be a positive integer, got")):
         daglite_nb.start(max_threads="x" * 10_000)
+    with pytest.raises(
+        UsageError, match=_literal("map takes iterables of arguments; 5 is not one.")
+    ):
+        daglite_nb.map(abs, [1], 5)
+    with pytest.raises(UsageError, match=_literal("map takes a task and its arguments' iterables")):
+        daglite_nb.map(abs)
+    assert daglite_nb.map(abs, []).results() == []
     assert daglite_nb.status().backend == "inline"
 
 

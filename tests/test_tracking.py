@@ -144,6 +144,14 @@ def test_a_group_is_complete_only_when_its_calls_ended_and_none_can_join():
     assert group.ended
 
 
+def test_a_fan_out_of_nothing_finishes_once_it_is_closed():
+    tracker = Tracker()
+    group = tracker.group("dnb.map", "work", "thread")
+    assert group.state == "pending" and not group.ended
+    tracker.close(group)
+    assert group.state == "finished" and group.ended and group.total == 0
+
+
 def test_calls_that_no_submission_announced_nest_under_their_parent():
     tracker = Tracker()
     outer, inner = _submit(tracker, text="outer(3)")
