@@ -238,7 +238,32 @@ async def wait(
     """
     from daglite_nb.futures import wait_awake
 
-    return await wait_awake(list(futures), timeout)
+    return await wait_awake(_futures_to_wait(futures, timeout), timeout)
+
+
+def _futures_to_wait(futures: Any, timeout: Any) -> list[Future[Any]]:
+    """*futures* as a list, checked as `dnb.wait` takes them (with its *timeout*).
+
+    Raises:
+        UsageError: If *futures* is not an iterable of futures, or *timeout* is not None or
+            a number of seconds.
+    """
+    import asyncio
+
+    from IPython.core.error import UsageError
+
+    from daglite_nb._text import excerpt
+
+    try:
+        waited = list(futures)
+    except TypeError:
+        raise UsageError(f"wait takes an iterable of futures, got {excerpt(futures)}.") from None
+    wrong = next((f for f in waited if not isinstance(f, (Future, asyncio.Future))), None)
+    if wrong is not None:
+        raise UsageError(f"wait takes futures such as dnb.submit's, got {excerpt(wrong)}.")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+        raise UsageError(f"wait's timeout must be a number of seconds, got {excerpt(timeout)}.")
+    return waited
 
 
 # region Panel

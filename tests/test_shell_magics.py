@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
@@ -170,6 +172,15 @@ def test_python_api_mistakes_are_usage_errors(ip, session):
     with pytest.raises(UsageError, match=_literal("map takes a task and its arguments' iterables")):
         daglite_nb.map(abs)
     assert daglite_nb.map(abs, []).results() == []
+    for futures, timeout, message in [
+        (3, None, "wait takes an iterable of futures, got 3."),
+        ([1], None, "wait takes futures such as dnb.submit's, got 1."),
+        ([], "1", "wait's timeout must be a number of seconds, got '1'."),
+    ]:
+        with pytest.raises(UsageError, match=_literal(message)):
+            asyncio.run(daglite_nb.wait(futures, timeout))
+    done, _ = asyncio.run(daglite_nb.wait([daglite_nb.submit(abs, -1)], timeout=30))
+    assert [future.result() for future in done] == [1]
     assert daglite_nb.status().backend == "inline"
 
 
