@@ -15,6 +15,7 @@ from typing import Generic
 from typing import TypeVar
 from typing import overload
 
+from daglite_nb.model import PENDING
 from daglite_nb.model import Call
 from daglite_nb.model import Group
 
@@ -179,6 +180,20 @@ class LiveFutureGroup(Sequence[LiveFuture[R]]):
     def results(self, timeout: float | None = None) -> list[R]:
         """Wait for every future and return their results in order (the first error raises)."""
         return [future.result(timeout) for future in self._futures]
+
+    @property
+    def state(self) -> str:
+        """pending, running, finished, failed (if any call failed) or cancelled (if any was)."""
+        return self.group.state
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Its calls by state."""
+        return self.group.counts
+
+    def cancel(self) -> int:
+        """Cancel its calls that have not started; return how many it cancelled."""
+        return sum(future.cancel() for future in self._futures if future.state == PENDING)
 
     def __repr__(self) -> str:
         return f"<LiveFutureGroup {self.group.label} × {len(self)} on {self.group.backend}>"

@@ -250,6 +250,27 @@ def test_cancelling_a_live_future_cancels_the_backend_future():
     assert len(group) == 1 and group[0] is future
 
 
+def test_a_future_group_cancels_its_calls_that_have_not_started():
+    tracker = Tracker()
+    group = tracker.group("dnb.map", "work", "process")
+    calls = [_submit(tracker, map_index=i, group=group) for i in range(3)]
+    futures = []
+    for call, _ in calls:
+        call.live_future = LiveFuture(call, tracker)
+        futures.append(call.live_future)
+    tracker.close(group)
+    _start(tracker, calls[0][0], index=0)
+    mapped = LiveFutureGroup(group, futures)
+    assert mapped.state == "running" and _nonzero(mapped.counts) == {"pending": 2, "running": 1}
+    assert mapped.cancel() == 2 and mapped.cancel() == 0
+    calls[0][1].set_result(1)
+    assert mapped.state == "cancelled" and _nonzero(mapped.counts) == {
+        "finished": 1,
+        "cancelled": 2,
+    }
+    assert [future.cancelled() for future in mapped] == [False, True, True]
+
+
 def test_an_ended_call_keeps_text_not_objects():
     tracker = Tracker()
 
