@@ -59,6 +59,16 @@ class _HelpShown(Exception):
     """Raised after `--help` printed the usage."""
 
 
+def _hint(args: argparse.Namespace, extra: list[str]) -> str:
+    """What to do about the arguments *extra* that the command of *args* does not take."""
+    if args.command == "start" and len(extra) == 1:
+        from daglite_nb.backends import registry  # imports daglite: only for this mistake
+
+        if registry.knows(extra[0]):
+            return f"name the backend with %daglite start --backend {extra[0]}"
+    return "see %daglite --help"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -182,7 +192,7 @@ class DagliteMagics(Magics):
             return None
         if extra:
             raise UsageError(
-                f"Unrecognized arguments: {shorten(shlex.join(extra))}; see %daglite --help."
+                f"Unrecognized arguments: {shorten(shlex.join(extra))}; {_hint(args, extra)}."
             )
         if cell is not None:
             return self._run_cell(args, cell)

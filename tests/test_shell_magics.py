@@ -53,6 +53,7 @@ def test_help_is_generated_from_the_arguments(ip, capsys):
         ("start --max-threads 0", "expected a positive integer, got '0'"),
         ("start --max-processes lots", "expected a positive integer, got 'lots'"),
         ("start --colour blue", "Unrecognized arguments: --colour blue"),
+        ("start process", "process; name the backend with %daglite start --backend process."),
         ("start --backend 'thread", "Cannot read the arguments"),
         ("--backend thread", "--backend alone is for the cell magic"),
     ],
