@@ -362,8 +362,9 @@ def _compile_call(source: str) -> Any:
         tree = ast.fix_missing_locations(ast.Expression(pack))
         return compile(tree, "<%daglite submit>", "eval")
     except (SyntaxError, ValueError) as exc:  # ValueError: a NUL character
+        why = "options go before the call" if " --" in source else reason(exc)
         raise UsageError(
-            f"submit takes a call such as task_fn(1, y=2), not {excerpt(source)} ({reason(exc)})."
+            f"submit takes a call such as task_fn(1, y=2), not {excerpt(source)} ({why})."
         ) from None
     except (RecursionError, MemoryError):
         raise UsageError(

@@ -138,6 +138,7 @@ def test_bad_options_and_long_input_give_short_usage_errors(ip, line, message):
         ("--backend=nope sq(1)", "Unknown backend 'nope'; choose one of: "),
         ("--backend", "Argument --backend: expected one argument; see %daglite --help."),
         ("-x sq(1)", "Unrecognized arguments: -x; see %daglite --help."),
+        ("sq(1) --backend thread", "not 'sq(1) --backend thread' (options go before the call)."),
         ("sq(1)(2)", "submit needs a task or a callable, got 1."),
     ],
 )
