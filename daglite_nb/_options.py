@@ -9,6 +9,9 @@ from typing import Any
 
 from daglite.cache import CacheStore
 from daglite.datasets import DatasetStore
+from daglite.plugins.base import EventHandlerPlugin
+from daglite.plugins.base import SerializablePlugin
+from daglite.plugins.hooks.markers import HOOK_NAMESPACE
 from daglite.settings import get_global_settings
 from IPython.core.error import UsageError
 
@@ -44,10 +47,10 @@ class SessionOptions:
             )
         plugins = kwargs.get("plugins")
         if plugins is not None:
-            if not isinstance(plugins, (list, tuple)) or any(isinstance(p, type) for p in plugins):
+            if not isinstance(plugins, (list, tuple)) or not all(map(_is_plugin, plugins)):
                 raise UsageError(
                     "plugins must be a list of daglite plugin instances (not classes), "
-                    f"got {plugins!r}."
+                    f"got {excerpt(plugins)}."
                 )
             kwargs["plugins"] = tuple(plugins)
         options = cls(**{k: v for k, v in kwargs.items() if v is not None})
@@ -138,3 +141,17 @@ def _settings_overrides(options: SessionOptions) -> dict[str, Any]:
         "max_parallel_processes": options.max_processes,
     }
     return {name: value for name, value in overrides.items() if value is not None}
+
+
+def _is_plugin(candidate: Any) -> bool:
+    """Whether *candidate* is a daglite plugin: it implements a hook or takes part in events.
+
+    A hook implementation is a function marked with daglite's `hook_impl`, found as pluggy
+    finds it when daglite registers the plugin (an instance's methods, a module's functions).
+    """
+    if isinstance(candidate, type):
+        return False
+    if isinstance(candidate, (EventHandlerPlugin, SerializablePlugin)):
+        return True
+    marker = f"{HOOK_NAMESPACE}_impl"
+    return any(hasattr(getattr(candidate, name, None), marker) for name in dir(candidate))

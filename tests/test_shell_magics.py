@@ -157,6 +157,8 @@ def test_python_api_mistakes_are_usage_errors(ip, session):
         daglite_nb.start(max_threads="x")
     with pytest.raises(UsageError, match="progress must be True or False, got 'no'"):
         daglite_nb.start(progress="no")
+    with pytest.raises(UsageError, match=_literal("plugin instances (not classes), got [3].")):
+        daglite_nb.start(plugins=[3])
     with pytest.raises(UsageError, match="needs a subclass of daglite.backends.Backend"):
         daglite_nb.register_backend("mine", object)
     with pytest.raises(UsageError, match="must be an identifier"):
