@@ -31,6 +31,7 @@ class StaticView:
         self.unit = unit
         self.display_id = uuid.uuid4().hex
         self._context = contextvars.copy_context()
+        self._final = False
 
     def show(self) -> None:
         """Display it in the current cell and keep it live."""
@@ -48,9 +49,16 @@ class StaticView:
         return {"text/plain": text, "text/html": static}
 
     def refresh(self) -> bool:
-        """When the unit ended, leave its final fallbacks; return whether it is still live."""
+        """When the unit ended, leave its final fallbacks (once); return whether it is live.
+
+        The flusher's thread and the end of a cell may both refresh a view that just ended:
+        only the first sends the final state.
+        """
+        if self._final:
+            return False
         if not render.ended(self.unit):
             return True
+        self._final = True
         self._context.run(update_display, self.bundle(), raw=True, display_id=self.display_id)
         self._context = contextvars.Context()  # the cell's context held the session
         return False
