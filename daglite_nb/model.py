@@ -173,8 +173,10 @@ class Call:
         It marks the task's context as this call's (`current_call`), so daglite's hooks know
         which submitted call started. It records the end itself when no hook did (a task that
         raised a `BaseException`, which daglite lets through). Run where no daglite session is
-        active (the thread of a plain executor), it runs in its submission's `context`.
+        active (the thread of a plain executor), it runs in its submission's `context`. IPython
+        leaves its frame out of the tracebacks it shows (`__tracebackhide__`).
         """
+        __tracebackhide__ = True
         context = self.context
         if context is not None and _active_session() is None:
             return context.copy().run(self, *args, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kernel import GATE
@@ -76,6 +78,8 @@ def test_failed_task_shows_exception_and_reraises_original_type(kernel):
     kernel.ok("bad = dnb.submit(boom, 'went wrong')\nbad")
     failed = kernel.run("bad.result()")
     assert failed.error["ename"] == "ValueError" and failed.error["evalue"] == "went wrong"
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(failed.error["traceback"]))  # no colours
+    assert "in boom" in shown and "daglite_nb" not in shown  # the user's frames, not daglite-nb's
     _shows(kernel, "daglite-nb-future", "failed", "ValueError: went wrong", "Traceback")
     # The session and other tasks are unaffected.
     assert kernel.eval("dnb.submit(slow, 0, 3).result()") == 9
