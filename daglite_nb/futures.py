@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -178,8 +179,12 @@ class LiveFutureGroup(Sequence[LiveFuture[R]]):
         return len(self._futures)
 
     def results(self, timeout: float | None = None) -> list[R]:
-        """Wait for every future and return their results in order (the first error raises)."""
-        return [future.result(timeout) for future in self._futures]
+        """Wait for every future and return their results in order (the first error raises).
+
+        *timeout* bounds the whole wait, in seconds: `TimeoutError` once it passed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [future.result(_left(deadline)) for future in self._futures]
 
     @property
     def state(self) -> str:
@@ -202,3 +207,8 @@ class LiveFutureGroup(Sequence[LiveFuture[R]]):
         from daglite_nb.display import show
 
         show(self.group)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds left until *deadline* (`time.monotonic()`), none below zero; None: no deadline."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)

@@ -271,6 +271,22 @@ def test_a_future_group_cancels_its_calls_that_have_not_started():
     assert [future.cancelled() for future in mapped] == [False, True, True]
 
 
+def test_a_future_groups_timeout_bounds_the_whole_wait():
+    tracker = Tracker()
+    group = tracker.group("dnb.map", "work", "process")
+    futures = []
+    for i in range(2):
+        call, inner = _submit(tracker, map_index=i, group=group)
+        call.live_future = LiveFuture(call, tracker)
+        futures.append((call.live_future, inner))
+    mapped = LiveFutureGroup(group, [future for future, _ in futures])
+    futures[0][1].set_result(1)
+    with pytest.raises(TimeoutError):
+        mapped.results(timeout=0)  # no time left for the second: it does not wait for it
+    futures[1][1].set_result(2)
+    assert mapped.results(timeout=0) == [1, 2]  # done futures need no time
+
+
 def test_an_ended_call_keeps_text_not_objects():
     tracker = Tracker()
 
