@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from typing import Any
+from typing import TypeVar
 
 import ipywidgets as widgets
 from IPython.display import display
@@ -16,6 +17,8 @@ from daglite_nb.model import PENDING
 from daglite_nb.model import Call
 from daglite_nb.model import Group
 from daglite_nb.tracking import Tracker
+
+W = TypeVar("W")
 
 
 class StaticView:
@@ -73,20 +76,23 @@ class UnitView(StaticView):
 
     def __init__(self, unit: Call | Group, tracker: Tracker | None = None) -> None:
         super().__init__(unit)
-        self.line = widgets.HTML(self._live_html())
+        self.line = _html(self._live_html())
         self.cancel: widgets.Button | None = None
         self.widget: widgets.Widget = self.line
         if isinstance(unit, Call) and tracker is not None:
             self.cancel = widgets.Button(
-                description="cancel", icon="stop", tooltip="Cancel this task if it has not started"
+                description="cancel",
+                icon="stop",
+                tooltip="Cancel this task if it has not started",
+                layout={"width": "auto"},  # its own: its display follows its call
+                style=_shared(widgets.ButtonStyle),
             )
-            self.cancel.layout.width = "auto"
             self.cancel.on_click(lambda _: tracker.cancel(unit))  # type: ignore[arg-type]
-            self.widget = widgets.HBox([self.line, self.cancel])
+            self.widget = widgets.HBox([self.line, self.cancel], layout=_shared(widgets.Layout))
         self.output: widgets.Accordion | None = None
         self.output_text: widgets.HTML | None = None
         if isinstance(unit, Call):
-            self.widget = widgets.VBox([self.widget])
+            self.widget = widgets.VBox([self.widget], layout=_shared(widgets.Layout))
         self._show_cancel()
 
     def bundle(self) -> dict[str, Any]:
@@ -113,8 +119,10 @@ class UnitView(StaticView):
         if output is None:
             return
         if self.output is None:
-            self.output_text = widgets.HTML()
-            self.output = widgets.Accordion([self.output_text], selected_index=None)
+            self.output_text = _html()
+            self.output = widgets.Accordion(
+                [self.output_text], selected_index=None, layout=_shared(widgets.Layout)
+            )
             self.widget.children += (self.output,)  # type: ignore[attr-defined]
         value, title = render.output_html(output), render.output_title(output)
         if value != self.output_text.value:  # type: ignore[union-attr]
@@ -126,3 +134,30 @@ class UnitView(StaticView):
         if self.cancel is not None:
             pending = self.unit.state == PENDING and isinstance(self.unit, Call)
             self.cancel.layout.display = None if pending else "none"
+
+
+# region Shared parts
+
+
+_HTML_STYLE = widgets.HTML.class_traits()["style"].klass
+"""The style class of an HTML widget (ipywidgets does not export it)."""
+
+_shared_parts: dict[type, Any] = {}
+
+
+def _shared(kind: type[W]) -> W:
+    """The one *kind* (a layout or a style) that the widgets of every view share.
+
+    Nothing sets a shared part, so one model serves them all instead of one per widget: views
+    open fewer comms, and a saved notebook keeps each part once. A part closed meanwhile
+    (`Widget.close_all()`) is made again.
+    """
+    part = _shared_parts.get(kind)
+    if part is None or part.comm is None:
+        part = _shared_parts[kind] = kind()
+    return part  # type: ignore[no-any-return]
+
+
+def _html(value: str = "") -> widgets.HTML:
+    """An HTML widget of a view, with the shared layout and style."""
+    return widgets.HTML(value, layout=_shared(widgets.Layout), style=_shared(_HTML_STYLE))
