@@ -32,11 +32,33 @@ RESULT_WIDTH = 80
 TRACEBACK_CHARS = 8_000
 """Longest traceback text a failure keeps (the user's frames, and the full one)."""
 
-_call_repr = reprlib.Repr()
+
+class _Repr(reprlib.Repr):
+    """`reprlib.Repr`, which finds the method for a builtin type by the type, once.
+
+    reprlib looks the method up by the type's name on every call (twice); for the exact builtin
+    types below this takes the method reprlib would (`repr_int`, or `repr_instance` where it
+    has none), and everything else still goes reprlib's way: same text, fewer steps for the
+    arguments and results that every call shown on its own turns into text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        kinds = (int, float, bool, type(None), str, bytes, tuple, list, dict, set, frozenset)
+        self._by_type = {
+            kind: getattr(self, f"repr_{kind.__name__}", self.repr_instance) for kind in kinds
+        }
+
+    def repr1(self, x: Any, level: int) -> str:  # noqa: D102
+        method = self._by_type.get(type(x))
+        return super().repr1(x, level) if method is None else method(x, level)
+
+
+_call_repr = _Repr()
 _call_repr.maxstring = _call_repr.maxother = 24
 _call_repr.maxlist = _call_repr.maxtuple = _call_repr.maxdict = _call_repr.maxset = 4
 
-_result_repr = reprlib.Repr()
+_result_repr = _Repr()
 _result_repr.maxstring = _result_repr.maxother = RESULT_WIDTH
 
 _INTERNAL_PATHS = (

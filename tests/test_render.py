@@ -125,3 +125,38 @@ def test_text_of_objects_whose_repr_raises_anything():
     assert safe_repr(Nasty()) == "<Nasty object, repr failed>"
     assert call_text("f", (Nasty(), 1), {"y": "x" * 100}).startswith("f(<Nasty object")
     assert len(call_text("f", ("x" * 1000,), {})) <= 60
+
+
+def test_call_and_result_text_is_reprlib_s_for_every_kind_of_value():
+    import reprlib
+
+    class int:  # noqa: A001  # a user class named like a builtin: reprlib goes by the name
+        def __repr__(self):
+            return "mine"
+
+    class Listed(list):
+        pass
+
+    values = [
+        7,
+        10**60,
+        2.5,
+        1e300,
+        True,
+        None,
+        "x" * 100,
+        b"y" * 100,
+        (1, 2, 3, 4, 5, 6),
+        [[1] * 10] * 10,
+        {i: str(i) for i in range(10)},
+        {1, 2, 3, 4, 5, 6},
+        frozenset({1}),
+        int(),
+        Listed(range(10)),
+        object(),
+    ]
+    plain = reprlib.Repr()
+    plain.maxstring = plain.maxother = 24
+    plain.maxlist = plain.maxtuple = plain.maxdict = plain.maxset = 4
+    for value in values:
+        assert safe_repr(value) == plain.repr(value)
