@@ -271,7 +271,8 @@ def test_a_future_group_cancels_its_calls_that_have_not_started():
     assert [future.cancelled() for future in mapped] == [False, True, True]
 
 
-def test_a_future_groups_timeout_bounds_the_whole_wait():
+def test_a_future_groups_timeout_leaves_no_time_for_what_is_not_done():
+    # That it bounds the whole wait, not each future's, shows only in time: not tested here.
     tracker = Tracker()
     group = tracker.group("dnb.map", "work", "process")
     futures = []
