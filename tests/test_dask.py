@@ -261,6 +261,7 @@ def test_only_loopback_listens(kernel):
 def test_interrupt_cancels_pending_and_workers_keep_running(kernel, tmp_path):
     pids = _start_dask(kernel)
     msg_id = kernel.run("results = map_tasks(hold, [f'held-{i}' for i in range(20)])", wait=False)
+    kernel.wait_for_update(None, lambda u: "/20</b> done" in str(u.get("value")))  # all submitted
     _wait_for_files(tmp_path, "held-*", 2)  # both workers hold a task: 18 calls are pending
     kernel.manager.interrupt_kernel()
     interrupted = kernel.collect(msg_id, timeout=60)

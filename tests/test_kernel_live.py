@@ -48,6 +48,16 @@ def _html_values(kernel, marker):
     ]
 
 
+def _submitted(kernel):
+    """Wait until a running cell printed `submitted`: its calls are all submitted.
+
+    An interrupt before that would stop the submission itself, and leave fewer calls.
+    """
+    kernel.wait_for_message(
+        lambda m: m["msg_type"] == "stream" and "submitted" in m["content"]["text"]
+    )
+
+
 def _shows(kernel, *parts):
     """Wait until some widget shows an HTML value that contains every one of *parts*."""
     return kernel.wait_for_update(
@@ -163,7 +173,10 @@ def test_eight_threads_submitting_at_once_lose_no_update(kernel):
 def test_interrupt_cancels_the_cells_pending_futures(kernel, tmp_path):
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 2")
-    msg_id = kernel.run("group = dnb.map(held, range(20))\ngroup.results()", wait=False)
+    msg_id = kernel.run(
+        "group = dnb.map(held, range(20))\nprint('submitted')\ngroup.results()", wait=False
+    )
+    _submitted(kernel)
     wait_until(lambda: arrivals(tmp_path) == 2, what="both threads to start a task")
     kernel.manager.interrupt_kernel()
     assert kernel.collect(msg_id, timeout=60).error["ename"] == "KeyboardInterrupt"
@@ -179,6 +192,7 @@ def test_interrupting_a_map_tasks_cell_cancels_its_pending_calls(kernel, tmp_pat
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 2")
     msg_id = kernel.run("map_tasks(held, range(20))", wait=False)
+    _shows(kernel, "daglite-nb-group", "/20</b> done")  # every call submitted
     wait_until(lambda: arrivals(tmp_path) == 2, what="both threads to start a task")
     kernel.manager.interrupt_kernel()
     result = kernel.collect(msg_id, timeout=60)
@@ -187,8 +201,12 @@ def test_interrupting_a_map_tasks_cell_cancels_its_pending_calls(kernel, tmp_pat
     kernel.wait_for("not dnb.session.current().tracker.busy")
     counts = kernel.eval("dict(dnb.session.current().tracker.counts)")
     assert (counts["cancelled"], counts["finished"]) == (18, 2), counts
-    progress = [o for o in result.outputs if VIEW in o.get("data", {})]
-    model = _model_id(progress[0])
+    shown = [  # read before the cell ended too (while waiting for every call's submission)
+        m["content"]
+        for m in kernel.iopub
+        if m["parent_header"].get("msg_id") == msg_id and VIEW in m["content"].get("data", {})
+    ]
+    model = _model_id(shown[0])
     kernel.wait_for_update(model, lambda u: "18 cancelled" in u["value"] and "20/20" in u["value"])
     assert kernel.eval("map_tasks(slow, [0] * 3, range(3))") == [0, 1, 4]
 
@@ -200,7 +218,10 @@ def test_interrupting_a_map_tasks_cell_cancels_its_pending_calls(kernel, tmp_pat
 def test_interrupting_an_awaiting_cell_cancels_its_pending_calls(kernel, tmp_path, waiting):
     kernel.ok(TASKS)
     kernel.ok("%daglite start --max-threads 2")
-    msg_id = kernel.run(f"group = dnb.map(held, range(40))\n{waiting}", wait=False)
+    msg_id = kernel.run(
+        f"group = dnb.map(held, range(40))\nprint('submitted')\n{waiting}", wait=False
+    )
+    _submitted(kernel)
     wait_until(lambda: arrivals(tmp_path) == 2, what="both threads to start a task")
     kernel.manager.interrupt_kernel()
     assert kernel.collect(msg_id, timeout=60).error["ename"] == "CancelledError"

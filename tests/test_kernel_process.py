@@ -128,6 +128,7 @@ def test_interrupt_cancels_pending_and_pool_keeps_working(kernel, tmp_path):
     workers = _start_process_pool(kernel)
     before = kernel.eval("dnb.session.current().tracker.counts['finished']")
     msg_id = kernel.run("results = map_tasks(held, range(40))", wait=False)
+    kernel.wait_for_update(None, lambda u: "/40</b> done" in str(u.get("value")))  # all submitted
     wait_until(lambda: arrivals(tmp_path) == 2, what="both workers to start a task")
     kernel.manager.interrupt_kernel()
     interrupted = kernel.collect(msg_id, timeout=60)
